@@ -1,0 +1,197 @@
+"""``rmail serve``: build everything from one Config, run the listeners, stop cleanly.
+
+Start-up: data directory and secrets (TLS pair, JWT key) in place, hosted domains present in
+the store, then every listener bound; the ports actually bound are logged and written to
+``{mail_root}/run/ports.json``. SIGHUP reloads the configuration file (log level,
+certificates; a listener's address needs a restart and says so); a bad file is refused and
+the old configuration stays. SIGTERM/SIGINT stop accepting, let requests and deliveries in
+progress finish (bounded by ``SHUTDOWN_GRACE``), then close the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from aiohttp import web
+
+from rmail import config as config_mod
+from rmail import log
+from rmail.auth import Authenticator
+from rmail.config import Config
+from rmail.delivery import Delivery
+from rmail.errors import ConfigError
+from rmail.events import EventBus
+from rmail.ratelimit import LoginLimiter
+from rmail.store import Store
+from rmail.store.fsio import atomic_write
+from rmail.store.keys import ensure_jwt_key, ensure_tls_pair
+from rmail.web import make_app
+
+__all__ = ["Server", "serve"]
+
+logger = logging.getLogger(__name__)
+
+# Seconds in-flight requests get to finish after SIGTERM before connections are cut.
+SHUTDOWN_GRACE: Final = 10.0
+
+
+@dataclass
+class Server:
+    """The running process: services, listeners, and the bound ports."""
+
+    config: Config
+    store: Store = field(init=False)
+    events: EventBus = field(init=False)
+    delivery: Delivery = field(init=False)
+    authenticator: Authenticator = field(init=False)
+    ssl_context: ssl.SSLContext = field(init=False)
+    ports: dict[str, int] = field(default_factory=dict)
+    _runners: list[web.AppRunner] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        cfg = self.config
+        self.store = Store(cfg)
+        self.events = EventBus()
+        self.delivery = Delivery(self.store, self.events, workers=cfg.delivery.workers)
+        limiter = LoginLimiter(
+            cfg.auth.max_failures, cfg.auth.failure_window, cfg.auth.lockout_seconds
+        )
+        self.authenticator = Authenticator(self.store.accounts, limiter)
+
+    # -- start-up ----------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Data directory, secrets and hosted domains (blocking; before the loop serves)."""
+        root = self.config.root
+        (root / "domains").mkdir(parents=True, exist_ok=True)
+        (root / "run").mkdir(exist_ok=True)
+        if self.config.exchange_api.token_secret is None:
+            ensure_jwt_key(root)
+        for domain in self.config.domains:
+            if not self.store.accounts.has_domain(domain):
+                self.store.accounts.add_domain(domain)
+        self.ssl_context = self._make_ssl_context()
+
+    def _tls_files(self) -> tuple[Path, Path]:
+        tls = self.config.tls
+        if tls.cert_file and tls.key_file:
+            return Path(tls.cert_file), Path(tls.key_file)
+        return ensure_tls_pair(self.config.root, self.config.hostname)
+
+    def _make_ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        cert, key = self._tls_files()
+        context.load_cert_chain(cert, key)
+        return context
+
+    async def start(self) -> None:
+        """Bind every listener and write ``run/ports.json``."""
+        await asyncio.to_thread(self.prepare)
+        cfg = self.config
+        runner = web.AppRunner(
+            make_app(cfg, self.store), access_log=None, shutdown_timeout=SHUTDOWN_GRACE
+        )
+        await runner.setup()
+        self._runners.append(runner)
+        http = web.TCPSite(runner, cfg.exchange_api.host, cfg.exchange_api.port)
+        https = web.TCPSite(
+            runner,
+            cfg.exchange_api.host,
+            cfg.exchange_api.secure_port,
+            ssl_context=self.ssl_context,
+        )
+        for name, site in (("http", http), ("https", https)):
+            await site.start()
+            self.ports[name] = _bound_port(site)
+        for name, port in self.ports.items():
+            logger.info("listening service=%s host=%s port=%d", name, cfg.exchange_api.host, port)
+        ports_json = json.dumps(self.ports, indent=1).encode() + b"\n"
+        await asyncio.to_thread(
+            atomic_write, cfg.root / "run" / "ports.json", ports_json, mode=0o644
+        )
+        logger.info(
+            "rmail ready hostname=%s mail_root=%s domains=%s",
+            cfg.hostname,
+            cfg.root,
+            ",".join(cfg.domains),
+        )
+
+    # -- running -----------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config file and the certificates; keep the old on error."""
+        if self.config.source is None:
+            logger.info("SIGHUP: no config file to reload; reloading certificates")
+            new = self.config
+        else:
+            try:
+                new = config_mod.load(self.config.source)
+            except ConfigError as exc:
+                logger.error("SIGHUP: configuration refused, keeping the old one: %s", exc)
+                return
+        for section in ("smtp", "imap", "exchange_api"):
+            before, after = getattr(self.config, section), getattr(new, section)
+            if (before.host, before.port) != (after.host, after.port):
+                logger.warning("SIGHUP: %s listener address changes need a restart", section)
+        self.config = new
+        log.setup(new.log_level)
+        try:
+            cert, key = self._tls_files()
+            # New handshakes use the new pair; connections already open keep theirs.
+            self.ssl_context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            logger.error("SIGHUP: certificates not reloaded: %s", exc)
+            return
+        logger.info("SIGHUP: configuration and certificates reloaded")
+
+    async def stop(self) -> None:
+        """Stop listeners, finish in-flight work, close the store."""
+        logger.info("shutting down")
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        await asyncio.to_thread(self.delivery.close)
+        self.store.close()
+        with contextlib.suppress(FileNotFoundError):
+            (self.config.root / "run" / "ports.json").unlink()
+        logger.info("stopped")
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    server = site._server  # aiohttp keeps the asyncio.Server here; port 0 needs the real port
+    assert isinstance(server, asyncio.Server)
+    return int(server.sockets[0].getsockname()[1])
+
+
+async def serve(config: Config, *, on_ready: object = None) -> None:
+    """Run the server until SIGTERM or SIGINT."""
+    server = Server(config)
+    loop = asyncio.get_running_loop()
+    await server.start()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, server.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
+    if callable(on_ready):
+        on_ready(server)
+    try:
+        await server.wait_stopped()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+        await server.stop()

@@ -1,0 +1,429 @@
+"""The configuration schema, its loader and its example file.
+
+The schema is the dataclasses below: every option has a type, a default and help text (field
+metadata). ``config.json.example`` and ``docs/configuration.md`` are generated from it
+(``rmail init --example``), and a test checks that both are current.
+
+Key names are those of the original rmail (``../shared/reference/original-rmail.md``); new
+keys stand beside them and are never renamed. Defaults are for a non-root run on loopback
+(ARCHITECTURE "Configuration and listeners").
+
+Sources, later wins: defaults, ``config.json``, ``RMAIL_<KEY>`` / ``RMAIL_<SECTION>_<KEY>``
+environment variables. A wrong key or value raises :class:`~rmail.errors.ConfigError` naming
+the file and the key; the server refuses to start rather than guessing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from rmail.errors import ConfigError
+
+__all__ = [
+    "AuthConfig",
+    "Config",
+    "DeliveryConfig",
+    "HttpConfig",
+    "ImapConfig",
+    "RelayConfig",
+    "SmtpConfig",
+    "StoreConfig",
+    "TlsConfig",
+    "example_json",
+    "load",
+    "reference_markdown",
+]
+
+LOG_LEVELS: Final = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
+
+
+def _opt(default: Any, help: str, *, lo: int | None = None, hi: int | None = None) -> Any:
+    """A schema field: its default, its help text and, for numbers, its range."""
+    meta = {"help": help, "lo": lo, "hi": hi}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _port(default: int, help: str) -> Any:
+    return _opt(default, help + " 0 picks a free port (see run/ports.json).", lo=0, hi=65535)
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    host: str = _opt("127.0.0.1", "Address the SMTP listeners bind; 0.0.0.0 for all.")
+    port: int = _port(2525, "Inbound MX port (production: 25).")
+    submission_port: int = _port(2587, "Submission port with STARTTLS (production: 587).")
+    smtps_port: int = _port(2465, "Submission port with implicit TLS (production: 465).")
+    # RFC 5321 §4.5.3.1.7 sets no upper bound; 50 MiB is the original rmail's default.
+    max_message_size: int = _opt(
+        52428800, "Largest message in bytes; advertised in SIZE and enforced.", lo=1024
+    )
+    # RFC 5321 §4.5.3.1.8: a server must accept at least 100; the original used 50.
+    max_recipients: int = _opt(50, "RCPT per transaction; more get 452.", lo=1, hi=100000)
+    max_connections: int = _opt(100, "Simultaneous connections across all SMTP ports.", lo=1)
+    max_messages_per_connection: int = _opt(
+        50, "Messages in one connection before it is closed.", lo=1
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ImapConfig:
+    host: str = _opt("127.0.0.1", "Address the IMAP listeners bind; 0.0.0.0 for all.")
+    port: int = _port(1143, "IMAP port with STARTTLS (production: 143).")
+    imaps_port: int = _port(1993, "IMAP port with implicit TLS (production: 993).")
+    max_connections: int = _opt(100, "Simultaneous IMAP connections.", lo=1)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    host: str = _opt("127.0.0.1", "Address the HTTP and HTTPS listeners bind.")
+    port: int = _port(9002, "HTTP port: API, CalDAV, drive, webmail, autoconfig, health.")
+    secure_port: int = _port(9003, "HTTPS port, same application as `port`.")
+    token_secret: str | None = _opt(
+        None,
+        "JWT HMAC key. null: generated on first start and kept in secrets/jwt.key.",
+    )
+    token_lifetime: int = _opt(3600, "Seconds a JSON API token stays valid.", lo=60)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryConfig:
+    workers: int = _opt(4, "Local delivery workers (threads doing file I/O).", lo=1, hi=256)
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    enabled: bool = _opt(
+        True, "false: mail to external domains is refused with 550, even when authenticated."
+    )
+    smarthost: str = _opt("", "Send all outbound mail through this host instead of MX lookup.")
+    smarthost_port: int = _opt(587, "Port of the smarthost.", lo=1, hi=65535)
+    smarthost_username: str = _opt("", "AUTH PLAIN user for the smarthost; empty: no AUTH.")
+    smarthost_password: str = _opt("", "AUTH PLAIN password for the smarthost.")
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    cert_file: str | None = _opt(
+        None, "PEM certificate chain. null: a self-signed pair in secrets/tls/ is made and reused."
+    )
+    key_file: str | None = _opt(None, "PEM private key matching cert_file.")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    fsync: bool = _opt(
+        True, "fsync every write before it is acknowledged. Turn off only for throwaway data."
+    )
+    journal_max_records: int = _opt(
+        20000,
+        "Index journal records before the snapshot is rewritten (compaction).",
+        lo=10,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    # RFC 9106 §4 second recommended option: t=3, 64 MiB.
+    argon2_time_cost: int = _opt(3, "Argon2 passes for new password hashes.", lo=1, hi=64)
+    argon2_memory_kib: int = _opt(
+        65536, "Argon2 memory in KiB for new password hashes.", lo=64, hi=4194304
+    )
+    cache_seconds: int = _opt(
+        300,
+        "How long a verified password is remembered (salted digest, never the password).",
+        lo=0,
+    )
+    max_failures: int = _opt(
+        10, "Failed logins per IP or per account before it is locked out.", lo=1
+    )
+    failure_window: int = _opt(600, "Seconds over which failed logins are counted.", lo=1)
+    lockout_seconds: int = _opt(900, "How long a lockout lasts.", lo=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    hostname: str = _opt(
+        "mail.example.com", "Public FQDN: SMTP banner and EHLO, bounces, autoconfig, links."
+    )
+    mail_root: str = _opt("./mailstore", "Data directory holding all state (see ARCHITECTURE).")
+    # _opt gives a list default its own default_factory, so no instance shares it.
+    domains: list[str] = _opt(["example.com"], "Hosted domains (case-insensitive).")  # noqa: RUF009
+    log_level: str = _opt("INFO", "TRACE, DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    imap: ImapConfig = field(default_factory=ImapConfig)
+    exchange_api: HttpConfig = field(default_factory=HttpConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    # Where the values came from; not a key of the file.
+    source: str | None = field(default=None, metadata={"internal": True})
+
+    @property
+    def root(self) -> Path:
+        """``mail_root`` as an absolute path (relative paths are taken from the config file)."""
+        path = Path(self.mail_root).expanduser()
+        if not path.is_absolute() and self.source:
+            path = Path(self.source).resolve().parent / path
+        return path.absolute()
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+def _sections() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {
+        f.name: hints[f.name]
+        for f in dataclasses.fields(Config)
+        if dataclasses.is_dataclass(hints[f.name])
+    }
+
+
+def _convert(value: Any, hint: Any, where: str, meta: Mapping[str, Any]) -> Any:
+    """Check ``value`` against the type ``hint``; raise ConfigError naming ``where``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(value, inner, where, meta)
+    if origin is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return list(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+        lo, hi = meta.get("lo"), meta.get("hi")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ConfigError(f"{where}: {value} is outside {lo}..{hi}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {hint!r}")  # pragma: no cover - schema bug
+
+
+def _from_env(raw: str, hint: Any) -> Any:
+    """Turn an environment string into the JSON value a key of type ``hint`` expects."""
+    base = hint
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if raw.lower() in {"", "null", "none"}:
+            return None
+        base = next(a for a in typing.get_args(hint) if a is not type(None))
+    if typing.get_origin(base) is list:
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    if base is bool:
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        return raw
+    if base is int:
+        try:
+            return int(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str, origin: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{origin}: unknown key {prefix}{key!r}")
+    values: dict[str, Any] = {}
+    for name, f in known.items():
+        if name not in data:
+            continue
+        if dataclasses.is_dataclass(hints[name]):
+            sub = data[name]
+            if not isinstance(sub, dict):
+                raise ConfigError(f"{origin}: {prefix}{name} must be an object")
+            values[name] = _build(hints[name], sub, f"{prefix}{name}.", origin)
+        else:
+            values[name] = _convert(
+                data[name], hints[name], f"{origin}: {prefix}{name}", f.metadata
+            )
+    return cls(**values)
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    top_hints = typing.get_type_hints(Config)
+    sections = _sections()
+    for f in dataclasses.fields(Config):
+        if f.name in sections or f.metadata.get("internal"):
+            continue
+        var = f"RMAIL_{f.name.upper()}"
+        if var in env:
+            out[f.name] = _from_env(env[var], top_hints[f.name])
+    for section, cls in sections.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            var = f"RMAIL_{section.upper()}_{f.name.upper()}"
+            if var in env:
+                out.setdefault(section, {})[f.name] = _from_env(env[var], hints[f.name])
+    return out
+
+
+def _validate(config: Config, origin: str) -> Config:
+    if config.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"{origin}: log_level must be one of {', '.join(LOG_LEVELS)}")
+    if not _is_hostname(config.hostname):
+        raise ConfigError(f"{origin}: hostname {config.hostname!r} is not a valid host name")
+    if not config.domains:
+        raise ConfigError(f"{origin}: domains must name at least one domain")
+    for domain in config.domains:
+        if not _is_hostname(domain):
+            raise ConfigError(f"{origin}: domains: {domain!r} is not a valid domain name")
+    if (config.tls.cert_file is None) != (config.tls.key_file is None):
+        raise ConfigError(f"{origin}: tls.cert_file and tls.key_file go together")
+    for key in ("cert_file", "key_file"):
+        value = getattr(config.tls, key)
+        if value is not None and not Path(value).is_file():
+            raise ConfigError(f"{origin}: tls.{key}: no such file {value!r}")
+    if config.relay.smarthost and not _is_hostname(config.relay.smarthost.split(":")[0]):
+        raise ConfigError(f"{origin}: relay.smarthost {config.relay.smarthost!r} is not a host")
+    return config.replace(
+        log_level=config.log_level.upper(),
+        domains=[d.lower().rstrip(".") for d in config.domains],
+        hostname=config.hostname.lower().rstrip("."),
+    )
+
+
+def _is_hostname(name: str) -> bool:
+    labels = name.rstrip(".").split(".")
+    return 0 < len(name) <= 253 and all(_HOST_LABEL.match(label) for label in labels)
+
+
+def load(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Load and validate the configuration.
+
+    Args:
+        path: a config.json; None means defaults (plus environment) only. A missing file
+            that was asked for by name is an error.
+        env: environment to read ``RMAIL_*`` from (default ``os.environ``).
+        overrides: values from the command line (same shape as the file), applied last.
+
+    Raises:
+        ConfigError: unreadable file, bad JSON, unknown key or bad value; names the key.
+    """
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        origin = str(path)
+        try:
+            with open(path, "rb") as f:
+                data = json.loads(f.read())
+        except FileNotFoundError:
+            raise ConfigError(f"{origin}: no such config file") from None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{origin}: cannot read: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{origin}: the top level must be a JSON object")
+    merged = _merge(data, _env_overrides(env))
+    merged = _merge(merged, dict(overrides or {}))
+    config = _build(Config, merged, "", origin)
+    config = config.replace(source=str(Path(path).absolute()) if path is not None else None)
+    return _validate(config, origin)
+
+
+def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _as_dict(cls: type, instance: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        value = getattr(instance, f.name)
+        out[f.name] = _as_dict(type(value), value) if dataclasses.is_dataclass(value) else value
+    return out
+
+
+def example_json() -> str:
+    """The text of ``config.json.example``: every key with its default."""
+    return json.dumps(_as_dict(Config, Config()), indent=2) + "\n"
+
+
+def reference_markdown() -> str:
+    """The configuration reference (docs/configuration.md), generated from the schema."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "<!-- generated by `rmail init --reference`; edit rmail/config.py, not this file -->",
+        "",
+        "rmail reads `config.json` (given with `--config FILE` or `RMAIL_CONFIG`); with no file",
+        "every key has the default below. Any key can also be set from the environment:",
+        "`RMAIL_<KEY>` for top-level keys, `RMAIL_<SECTION>_<KEY>` inside a section",
+        "(`RMAIL_SMTP_PORT=25`, `RMAIL_DOMAINS=a.org,b.org`). A wrong key or value stops",
+        "start-up with a message naming it. `rmail init` writes a file with every key.",
+        "",
+    ]
+    sections = _sections()
+    hints = typing.get_type_hints(Config)
+    lines += ["## Top level", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+    for f in dataclasses.fields(Config):
+        if f.name in sections or f.metadata.get("internal"):
+            continue
+        lines.append(_row(f.name, hints[f.name], getattr(Config(), f.name), f.metadata))
+    for section, cls in sections.items():
+        sub_hints = typing.get_type_hints(cls)
+        lines += [
+            "",
+            f"## `{section}`",
+            "",
+            "| key | type | default | meaning |",
+            "|---|---|---|---|",
+        ]
+        for f in dataclasses.fields(cls):
+            lines.append(
+                _row(f"{section}.{f.name}", sub_hints[f.name], getattr(cls(), f.name), f.metadata)
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _row(key: str, hint: Any, default: Any, meta: Mapping[str, Any]) -> str:
+    type_name = str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+    text = meta.get("help", "")
+    if meta.get("lo") is not None or meta.get("hi") is not None:
+        text += (
+            f" Range {meta.get('lo', '')}..{meta.get('hi') if meta.get('hi') is not None else ''}."
+        )
+    return f"| `{key}` | {type_name} | `{json.dumps(default)}` | {text} |"

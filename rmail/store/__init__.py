@@ -1,0 +1,123 @@
+"""The store: everything rmail keeps, in one data directory, usable from a plain script.
+
+It knows nothing of sockets, HTTP or IMAP syntax. Layout of ``mail_root``::
+
+    secrets/                        jwt.key, dkim/{domain}.key, tls/{cert,key}.pem
+    domains/{domain}/domain.json    aliases.json
+    domains/{domain}/users/{user}/account.json
+    domains/{domain}/users/{user}/mail/        Maildir++ (see maildir.py, mailindex.py)
+    run/ports.json                  what the running server bound
+    queue/                          outbound relay queue
+
+Rules (ARCHITECTURE "Rules of the store"): every write is atomic (temp file, fsync, rename,
+fsync the folder, all in ``fsio``); an index changes only under its flock; a message is on
+disk and fsynced before any call that stores it returns; quotas are checked before a write.
+Every method here blocks: async callers run them with ``asyncio.to_thread``.
+
+Example::
+
+    store = Store.open("./mailstore")
+    store.create_user("alice@example.test", "secret")
+    inbox = store.mailbox("alice@example.test").folder("INBOX")
+    inbox.append(b"Subject: hi\\r\\n\\r\\nhello\\r\\n")
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from rmail.config import AuthConfig, Config, StoreConfig
+from rmail.errors import NotFound
+from rmail.store.accounts import Account, Accounts
+from rmail.store.maildir import Folder, FolderInfo, Mailbox
+
+__all__ = ["Account", "Accounts", "Folder", "FolderInfo", "Mailbox", "Store"]
+
+
+class Store:
+    """The facade the services and protocols use: accounts plus each user's mailbox."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.root = config.root
+        self.fsync = config.store.fsync
+        self.accounts = Accounts(self.root, config.auth, fsync=self.fsync)
+        self._mailboxes: dict[str, Mailbox] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(
+        cls,
+        mail_root: str | os.PathLike[str],
+        *,
+        fsync: bool = True,
+        auth: AuthConfig | None = None,
+        hostname: str = "localhost",
+    ) -> Store:
+        """A store on ``mail_root`` with default settings (for scripts and tests)."""
+        config = Config(
+            mail_root=str(Path(mail_root).absolute()),
+            hostname=hostname,
+            store=StoreConfig(fsync=fsync),
+            auth=auth or AuthConfig(),
+        )
+        return cls(config)
+
+    def create_user(
+        self, address: str, password: str, *, admin: bool = False, quota_mb: int = 1024
+    ) -> Account:
+        """Create an account and its mailbox with INBOX and the special-use folders.
+
+        The domain is added when it is missing.
+
+        Raises:
+            InvalidInput: bad address, password or quota.
+            AlreadyExists: the user exists.
+        """
+        domain = address.rpartition("@")[2].lower()
+        if not self.accounts.has_domain(domain):
+            self.accounts.add_domain(domain)
+        account = self.accounts.add_user(address, password, admin=admin, quota_mb=quota_mb)
+        self.mailbox(account.address).initialize()
+        return account
+
+    def delete_user(self, address: str) -> None:
+        """Remove an account with all its data. Raises NotFound."""
+        account = self.accounts.get_user(address)
+        with self._lock:
+            mailbox = self._mailboxes.pop(account.address, None)
+        if mailbox is not None:
+            mailbox.close()
+        self.accounts.delete_user(account.address)
+
+    def mailbox(self, address: str) -> Mailbox:
+        """The mailbox of an existing user (cached).
+
+        Raises:
+            NotFound: no such user.
+        """
+        key = address.lower()
+        with self._lock:
+            mailbox = self._mailboxes.get(key)
+        if mailbox is not None:
+            return mailbox
+        if not self.accounts.user_exists(key):
+            raise NotFound(f"no such user {address!r}")
+        mail_dir = self.accounts.user_dir(key) / "mail"
+        mailbox = Mailbox(
+            mail_dir,
+            hostname=self.config.hostname,
+            fsync=self.fsync,
+            journal_max=self.config.store.journal_max_records,
+            quota_bytes=lambda: self.accounts.mail_quota_bytes(key),
+        )
+        with self._lock:
+            return self._mailboxes.setdefault(key, mailbox)
+
+    def close(self) -> None:
+        with self._lock:
+            for mailbox in self._mailboxes.values():
+                mailbox.close()
+            self._mailboxes.clear()

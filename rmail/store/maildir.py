@@ -1,0 +1,671 @@
+"""A user's mail: Maildir++ folders, each with its :class:`~rmail.store.mailindex.MailIndex`.
+
+Layout under ``users/{user}/mail/``: INBOX is the root (``cur/ new/ tmp/``); folder ``A/B`` is
+the directory ``.A.B``. Folder names are Unicode with ``/`` as the hierarchy separator; on
+disk each component is UTF-8 with ``%`` and ``.`` written as ``%25`` and ``%2E`` (so a dot in
+a name is not taken for the Maildir++ separator). ``subscriptions.json`` lists subscribed
+folders, ``special-use.json`` maps folders to their RFC 6154 attribute, ``uidvalidity`` holds
+the last UIDVALIDITY handed out.
+
+Message files are standard Maildir files with CRLF line endings (what IMAP serves byte for
+byte); a new message goes to ``new/``; once its flags change it lives in
+``cur/{base}:2,{letters}``. The index is authoritative for flags; the file name mirrors them.
+
+Invariants:
+
+- a message file is complete and fsynced in ``new/`` or ``cur/`` before the index names it,
+  so a reader that finds a UID always finds its file;
+- COPY and MOVE hard-link (one copy of the bytes); MOVE indexes the copy before it expunges
+  the original, so a crash leaves a duplicate, never a loss;
+- folder create, rename and delete hold the user's ``.folders.lock``; a deleted folder is
+  renamed out of sight first, then removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+from rmail.errors import AlreadyExists, InvalidInput, NotFound, QuotaExceeded, TemporaryFailure
+from rmail.store.fsio import (
+    FileLock,
+    atomic_write_json,
+    fsync_dir,
+    read_json,
+    unique_name,
+)
+from rmail.store.mailindex import DELETED, IN_NEW, MailIndex, MessageMeta, flags_to_mask
+
+__all__ = [
+    "DEFAULT_FOLDERS",
+    "Folder",
+    "FolderInfo",
+    "Mailbox",
+    "normalize_crlf",
+    "normalize_folder_name",
+]
+
+logger = logging.getLogger(__name__)
+
+INBOX: Final = "INBOX"
+# RFC 6154 special-use folders every new account gets.
+DEFAULT_FOLDERS: Final[dict[str, str]] = {
+    "Drafts": "\\Drafts",
+    "Sent": "\\Sent",
+    "Trash": "\\Trash",
+    "Junk": "\\Junk",
+    "Archive": "\\Archive",
+}
+SPECIAL_USE: Final = frozenset(
+    {"\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash"}
+)
+# One Maildir++ directory holds the whole encoded path, so the whole name must fit in one
+# file name (NAME_MAX 255) with room for the leading dot.
+MAX_FOLDER_BYTES: Final = 250
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+FlagOp = Literal["set", "add", "remove"]
+
+
+def normalize_crlf(data: bytes) -> bytes:
+    """Line endings as CRLF (RFC 5322 §2.3); bytes already in CRLF come back unchanged."""
+    if data.count(b"\n") == data.count(b"\r\n"):
+        return data
+    return _BARE_LF.sub(b"\r\n", data)
+
+
+def normalize_folder_name(name: str) -> str:
+    """Check a folder name and return its canonical form (``inbox`` -> ``INBOX``).
+
+    Raises:
+        InvalidInput: empty component (``a//b``, leading or trailing ``/``), ``.`` or ``..``
+            as a component, control characters or NUL, or too long.
+    """
+    if not name:
+        raise InvalidInput("folder name is empty")
+    parts = name.split("/")
+    if parts[0].upper() == INBOX:
+        parts[0] = INBOX
+    for part in parts:
+        if not part:
+            raise InvalidInput(f"invalid folder name {name!r}: empty hierarchy level")
+        if part in {".", ".."}:
+            raise InvalidInput(f"invalid folder name {name!r}: '.' and '..' are not names")
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in part):
+            raise InvalidInput("invalid folder name: control characters are not allowed")
+        if "\\" in part:
+            raise InvalidInput("invalid folder name: '\\' is not allowed")
+    canonical = "/".join(parts)
+    if len(_encode(canonical).encode("utf-8", "surrogateescape")) > MAX_FOLDER_BYTES:
+        raise InvalidInput(f"invalid folder name: longer than {MAX_FOLDER_BYTES} bytes on disk")
+    return canonical
+
+
+def _encode(name: str) -> str:
+    """Folder name -> Maildir++ directory name (without the INBOX special case)."""
+    return "." + ".".join(p.replace("%", "%25").replace(".", "%2E") for p in name.split("/"))
+
+
+def _decode(dirname: str) -> str:
+    return "/".join(
+        p.replace("%2E", ".").replace("%2e", ".").replace("%25", "%")
+        for p in dirname[1:].split(".")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FolderInfo:
+    """A folder as LIST shows it."""
+
+    name: str
+    special_use: str | None
+    has_children: bool
+    subscribed: bool
+
+
+class Folder:
+    """One folder: its directory, its index and the operations on its messages."""
+
+    def __init__(self, mailbox: Mailbox, name: str, path: Path, index: MailIndex) -> None:
+        self.mailbox = mailbox
+        self.name = name
+        self.dir = path
+        self.index = index
+        self._rename_lock = threading.Lock()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def refresh(self) -> MailIndex:
+        """Bring the index up to date with the disk and return it."""
+        self.index.refresh()
+        return self.index
+
+    def message_path(self, meta: MessageMeta) -> Path:
+        """Where the message file is now.
+
+        Raises:
+            NotFound: the file is gone (expunged meanwhile, or removed behind our back).
+        """
+        path = self.dir / meta.relpath
+        if path.exists():
+            return path
+        found = self._find(meta.base)
+        if found is None:
+            raise NotFound(f"message file of UID {meta.uid} is missing")
+        return found
+
+    def _find(self, base: str) -> Path | None:
+        """The file of ``base`` whatever its flags or subfolder (another program renamed it)."""
+        for sub in ("new", "cur", "tmp"):
+            candidate = self.dir / sub / base
+            if candidate.exists():
+                return candidate
+        prefix = base + ":"
+        with os.scandir(self.dir / "cur") as entries:
+            for entry in entries:
+                if entry.name.startswith(prefix):
+                    return Path(entry.path)
+        return None
+
+    def read(self, uid: int) -> bytes:
+        """The whole message. Raises NotFound."""
+        meta = self.index.get(uid)
+        for _attempt in range(3):
+            try:
+                return self.message_path(meta).read_bytes()
+            except FileNotFoundError:
+                continue  # renamed by a flag change between lookup and open
+        raise NotFound(f"message file of UID {uid} is missing")
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(
+        self,
+        data: bytes,
+        flags: Iterable[str] = (),
+        date: int | None = None,
+    ) -> MessageMeta:
+        """Store a message: file written and fsynced, then indexed.
+
+        Raises:
+            QuotaExceeded: the account has no room for it.
+            TemporaryFailure: the disk refused the write.
+        """
+        return self.append_many([(data, tuple(flags), date)])[0]
+
+    def append_many(
+        self, items: Sequence[tuple[bytes, Sequence[str], int | None]]
+    ) -> list[MessageMeta]:
+        """Append several messages atomically as a group (RFC 3502 MULTIAPPEND).
+
+        Either every message is indexed or none is.
+        """
+        prepared = [(normalize_crlf(data), flags, date) for data, flags, date in items]
+        self.mailbox.check_quota(sum(len(d) for d, _, _ in prepared))
+        placed: list[Path] = []
+        rows: list[tuple[str, int, Sequence[str], int, int]] = []
+        try:
+            for data, flags, date in prepared:
+                mask, keywords = flags_to_mask(flags)
+                base = unique_name(self.mailbox.hostname)
+                tmp = self.dir / "tmp" / base
+                self.mailbox.write_file(tmp, data)
+                # Untouched mail goes to new/ (Maildir); mail stored with flags, to cur/.
+                mask = mask or IN_NEW
+                dest = self.dir / MessageMeta(0, base, mask, (), 0, 0, 0).relpath
+                os.rename(tmp, dest)
+                placed.append(dest)
+                rows.append((base, mask, keywords, len(data), int(date or time.time())))
+            self._sync_dirs()
+            metas = self.index.add_many(rows)
+        except BaseException:
+            for path in placed:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
+        return metas
+
+    def _sync_dirs(self) -> None:
+        if self.mailbox.fsync:
+            fsync_dir(self.dir / "new")
+            fsync_dir(self.dir / "cur")
+
+    def change_flags(
+        self,
+        uid: int,
+        op: FlagOp,
+        flags: Iterable[str],
+        *,
+        unchanged_since: int | None = None,
+    ) -> tuple[MessageMeta, MessageMeta]:
+        """Set, add or remove flags of one message (IMAP STORE, API PATCH); (before, after).
+
+        Raises:
+            NotFound: no message with that UID.
+        """
+        mask, keywords = flags_to_mask(flags)
+        self.index.refresh()
+        current = self.index.get(uid)
+        if op == "set":
+            new_mask, new_keywords = mask, keywords
+        elif op == "add":
+            new_mask = current.mask | mask
+            new_keywords = _merge_keywords(current.keywords, keywords)
+        else:
+            new_mask = current.mask & ~mask
+            drop = {k.lower() for k in keywords}
+            new_keywords = tuple(k for k in current.keywords if k.lower() not in drop)
+        with self._rename_lock:
+            before, after = self.index.set_flags(
+                uid, new_mask, new_keywords, unchanged_since=unchanged_since
+            )
+            if before.relpath != after.relpath:
+                self._rename_file(before, after)
+        return before, after
+
+    def _rename_file(self, before: MessageMeta, after: MessageMeta) -> None:
+        target = self.dir / after.relpath
+        try:
+            os.rename(self.dir / before.relpath, target)
+        except FileNotFoundError:
+            found = self._find(before.base)
+            if found is not None and found != target:
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(found, target)
+
+    def expunge(self, uids: Iterable[int] | None = None) -> list[MessageMeta]:
+        """Remove messages: the given UIDs, or (None) every message flagged \\Deleted."""
+        self.index.refresh()
+        if uids is None:
+            with self.index._mem:
+                uids = [self.index.uids[i] for i, m in enumerate(self.index.masks) if m & DELETED]
+        gone = self.index.expunge(uids)
+        for meta in gone:
+            self._unlink(meta)
+        return gone
+
+    def _unlink(self, meta: MessageMeta) -> None:
+        try:
+            self.message_path(meta).unlink()
+        except (NotFound, FileNotFoundError):
+            logger.debug("expunged file already gone folder=%s uid=%d", self.name, meta.uid)
+
+    def copy_to(self, uids: Iterable[int], dest: Folder) -> list[tuple[int, int]]:
+        """Copy messages with their flags; returns (source UID, new UID) pairs (COPYUID).
+
+        Raises:
+            QuotaExceeded: the copies would not fit.
+        """
+        self.index.refresh()
+        metas = [self.index.get(u) for u in sorted(set(uids)) if self.index.position(u) is not None]
+        if not metas:
+            return []
+        if dest.mailbox is not self.mailbox or dest.dir != self.dir:
+            dest.mailbox.check_quota(sum(m.size for m in metas))
+        placed: list[Path] = []
+        rows: list[tuple[str, int, Sequence[str], int, int]] = []
+        try:
+            for meta in metas:
+                base = unique_name(dest.mailbox.hostname)
+                mask = meta.mask
+                target = dest.dir / MessageMeta(0, base, mask, (), 0, 0, 0).relpath
+                src = self.message_path(meta)
+                try:
+                    os.link(src, target)
+                except OSError:
+                    # Another filesystem or no hard links: copy the bytes instead.
+                    tmp = dest.dir / "tmp" / base
+                    dest.mailbox.write_file(tmp, src.read_bytes())
+                    os.rename(tmp, target)
+                placed.append(target)
+                rows.append((base, mask, meta.keywords, meta.size, meta.date))
+            dest._sync_dirs()
+            new = dest.index.add_many(rows)
+        except BaseException:
+            for path in placed:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
+        return [(m.uid, n.uid) for m, n in zip(metas, new, strict=True)]
+
+    def move_to(self, uids: Iterable[int], dest: Folder) -> list[tuple[int, int]]:
+        """RFC 6851 MOVE: copy, then expunge the originals. Returns (source, new) UID pairs."""
+        pairs = self.copy_to(uids, dest)
+        self.expunge([src for src, _ in pairs])
+        return pairs
+
+
+def _merge_keywords(old: Sequence[str], new: Sequence[str]) -> tuple[str, ...]:
+    seen = {k.lower(): k for k in old}
+    for k in new:
+        seen.setdefault(k.lower(), k)
+    return tuple(sorted(seen.values()))
+
+
+class Mailbox:
+    """All folders of one user.
+
+    Args:
+        mail_dir: ``users/{user}/mail``.
+        hostname: used in Maildir unique names.
+        quota_bytes: returns the account's mail quota in bytes now (0: unlimited).
+        extra_usage: returns bytes the account uses elsewhere (the drive) that count too.
+    """
+
+    def __init__(
+        self,
+        mail_dir: Path,
+        *,
+        hostname: str,
+        fsync: bool = True,
+        journal_max: int = 5000,
+        quota_bytes: Callable[[], int] = lambda: 0,
+        extra_usage: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.dir = mail_dir
+        self.hostname = hostname
+        self.fsync = fsync
+        self.journal_max = journal_max
+        self._quota_bytes = quota_bytes
+        self._extra_usage = extra_usage
+        self._folders_lock = FileLock(mail_dir / ".folders.lock")
+        self._cache: dict[str, Folder] = {}
+        self._cache_lock = threading.Lock()
+
+    # -- set-up ----------------------------------------------------------------------------
+
+    def initialize(self) -> None:
+        """Create INBOX and the special-use folders of a new account (idempotent)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with self._folders_lock.hold():
+            self._make_folder(INBOX)
+            specials = self._special_use()
+            for name, attr in DEFAULT_FOLDERS.items():
+                if not self._dir_of(name).exists():
+                    self._make_folder(name)
+                specials.setdefault(name, attr)
+            atomic_write_json(self.dir / "special-use.json", specials, fsync=self.fsync)
+            subs = set(self._subscriptions()) | {INBOX, *DEFAULT_FOLDERS}
+            atomic_write_json(self.dir / "subscriptions.json", sorted(subs), fsync=self.fsync)
+
+    def _dir_of(self, name: str) -> Path:
+        return self.dir if name == INBOX else self.dir / _encode(name)
+
+    def _next_uidvalidity(self) -> int:
+        path = self.dir / "uidvalidity"
+        try:
+            last = int(path.read_text().strip() or 0)
+        except FileNotFoundError:
+            last = 0
+        value = max(int(time.time()), last + 1)
+        path.write_text(f"{value}\n")
+        return value
+
+    def _make_folder(self, name: str) -> None:
+        path = self._dir_of(name)
+        for sub in ("cur", "new", "tmp"):
+            (path / sub).mkdir(parents=True, exist_ok=True)
+        if not (path / "index.json").exists():
+            MailIndex.create(
+                path, self._next_uidvalidity(), fsync=self.fsync, journal_max=self.journal_max
+            ).close()
+        if self.fsync:
+            fsync_dir(path)
+            fsync_dir(path.parent)
+
+    # -- folders ---------------------------------------------------------------------------
+
+    def folder(self, name: str) -> Folder:
+        """Open a folder (cached).
+
+        Raises:
+            InvalidInput: the name is not valid.
+            NotFound: there is no such folder.
+        """
+        name = normalize_folder_name(name)
+        with self._cache_lock:
+            folder = self._cache.get(name)
+        if folder is not None:
+            try:
+                folder.index.refresh()
+                return folder
+            except NotFound:
+                self._forget(name)
+        path = self._dir_of(name)
+        if not (path / "index.json").exists():
+            raise NotFound(f"no folder named {name!r}")
+        index = MailIndex(path, fsync=self.fsync, journal_max=self.journal_max)
+        index.refresh()
+        folder = Folder(self, name, path, index)
+        with self._cache_lock:
+            return self._cache.setdefault(name, folder)
+
+    def exists(self, name: str) -> bool:
+        return (self._dir_of(normalize_folder_name(name)) / "index.json").exists()
+
+    def _forget(self, name: str) -> None:
+        with self._cache_lock:
+            for key in [k for k in self._cache if k == name or k.startswith(name + "/")]:
+                self._cache.pop(key).index.close()
+
+    def folder_names(self) -> list[str]:
+        """Every folder, INBOX first, then by name."""
+        names = []
+        with os.scandir(self.dir) as entries:
+            for entry in entries:
+                if (
+                    entry.name.startswith(".")
+                    and not entry.name.startswith("..")
+                    and entry.is_dir()
+                    and os.path.exists(os.path.join(entry.path, "index.json"))
+                ):
+                    names.append(_decode(entry.name))
+        return [INBOX, *sorted(names)]
+
+    def list_folders(self) -> list[FolderInfo]:
+        names = self.folder_names()
+        specials = self._special_use()
+        subs = set(self._subscriptions())
+        parents = {n.rsplit("/", 1)[0] for n in names if "/" in n}
+        return [
+            FolderInfo(
+                n,
+                specials.get(n),
+                n in parents or any(p.startswith(n + "/") for p in parents),
+                n in subs,
+            )
+            for n in names
+        ]
+
+    def create_folder(self, name: str, special_use: str | None = None) -> None:
+        """Create a folder and any missing parents (RFC 3501 §6.3.3).
+
+        Raises:
+            AlreadyExists: it exists (INBOX always does).
+            InvalidInput: bad name, or an unknown special-use attribute.
+        """
+        name = normalize_folder_name(name)
+        if special_use is not None and special_use not in SPECIAL_USE:
+            raise InvalidInput(f"unknown special-use attribute {special_use}")
+        with self._folders_lock.hold():
+            if name == INBOX or (self._dir_of(name) / "index.json").exists():
+                raise AlreadyExists(f"folder {name!r} exists")
+            parts = name.split("/")
+            for depth in range(1, len(parts)):
+                parent = "/".join(parts[:depth])
+                if parent != INBOX and not (self._dir_of(parent) / "index.json").exists():
+                    self._make_folder(parent)
+            self._make_folder(name)
+            if special_use is not None:
+                specials = self._special_use()
+                specials[name] = special_use
+                atomic_write_json(self.dir / "special-use.json", specials, fsync=self.fsync)
+
+    def delete_folder(self, name: str) -> None:
+        """Delete a folder with its messages and its children.
+
+        Raises:
+            InvalidInput: INBOX cannot be deleted.
+            NotFound: no such folder.
+        """
+        name = normalize_folder_name(name)
+        if name == INBOX:
+            raise InvalidInput("INBOX cannot be deleted")
+        with self._folders_lock.hold():
+            victims = [n for n in self.folder_names() if n == name or n.startswith(name + "/")]
+            if name not in victims:
+                raise NotFound(f"no folder named {name!r}")
+            trash = self.dir / "tmp" / f"deleted-{secrets.token_hex(8)}"
+            trash.mkdir()
+            for victim in victims:
+                os.rename(self._dir_of(victim), trash / _encode(victim))
+            if self.fsync:
+                fsync_dir(self.dir)
+            self._forget(name)
+            self._drop_names(victims)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def rename_folder(self, old: str, new: str) -> None:
+        """Rename a folder with its children (RFC 3501 §6.3.5).
+
+        Renaming INBOX moves its messages into a new folder and leaves INBOX empty.
+
+        Raises:
+            NotFound: ``old`` does not exist.
+            AlreadyExists: ``new`` exists.
+            InvalidInput: bad names, or ``new`` inside ``old``.
+        """
+        old, new = normalize_folder_name(old), normalize_folder_name(new)
+        if new == INBOX or new.startswith(old + "/"):
+            raise InvalidInput(f"cannot rename {old!r} to {new!r}")
+        if old == INBOX:
+            self.create_folder(new)
+            source = self.folder(INBOX)
+            source.move_to(list(source.refresh().uids), self.folder(new))
+            return
+        with self._folders_lock.hold():
+            names = self.folder_names()
+            if old not in names:
+                raise NotFound(f"no folder named {old!r}")
+            if new in names:
+                raise AlreadyExists(f"folder {new!r} exists")
+            parts = new.split("/")
+            for depth in range(1, len(parts)):
+                parent = "/".join(parts[:depth])
+                if parent not in names and parent != INBOX:
+                    self._make_folder(parent)
+            moving = [n for n in names if n == old or n.startswith(old + "/")]
+            for name in moving:
+                os.rename(self._dir_of(name), self._dir_of(new + name[len(old) :]))
+            if self.fsync:
+                fsync_dir(self.dir)
+            self._forget(old)
+            self._rename_names(old, new)
+
+    # -- subscriptions and special use ---------------------------------------------------
+
+    def _subscriptions(self) -> list[str]:
+        try:
+            return list(read_json(self.dir / "subscriptions.json"))
+        except FileNotFoundError:
+            return []
+
+    def _special_use(self) -> dict[str, str]:
+        try:
+            return dict(read_json(self.dir / "special-use.json"))
+        except FileNotFoundError:
+            return {}
+
+    def subscriptions(self) -> list[str]:
+        return self._subscriptions()
+
+    def subscribe(self, name: str) -> None:
+        """Add a name to the subscriptions (RFC 3501 §6.3.6 allows a missing folder)."""
+        name = normalize_folder_name(name)
+        with self._folders_lock.hold():
+            subs = set(self._subscriptions()) | {name}
+            atomic_write_json(self.dir / "subscriptions.json", sorted(subs), fsync=self.fsync)
+
+    def unsubscribe(self, name: str) -> None:
+        name = normalize_folder_name(name)
+        with self._folders_lock.hold():
+            subs = set(self._subscriptions())
+            if name not in subs:
+                raise NotFound(f"not subscribed to {name!r}")
+            subs.discard(name)
+            atomic_write_json(self.dir / "subscriptions.json", sorted(subs), fsync=self.fsync)
+
+    def special_use(self) -> dict[str, str]:
+        """Folder name -> special-use attribute."""
+        return self._special_use()
+
+    def _drop_names(self, victims: Sequence[str]) -> None:
+        specials = {k: v for k, v in self._special_use().items() if k not in victims}
+        atomic_write_json(self.dir / "special-use.json", specials, fsync=self.fsync)
+
+    def _rename_names(self, old: str, new: str) -> None:
+        def moved(name: str) -> str:
+            if name == old or name.startswith(old + "/"):
+                return new + name[len(old) :]
+            return name
+
+        specials = {moved(k): v for k, v in self._special_use().items()}
+        atomic_write_json(self.dir / "special-use.json", specials, fsync=self.fsync)
+        subs = sorted({moved(n) for n in self._subscriptions()})
+        atomic_write_json(self.dir / "subscriptions.json", subs, fsync=self.fsync)
+
+    # -- space -------------------------------------------------------------------------------
+
+    def usage_bytes(self) -> int:
+        """Bytes of mail in every folder (from the indexes; no file is read)."""
+        total = 0
+        for name in self.folder_names():
+            with contextlib.suppress(NotFound):
+                total += self.folder(name).index.total_size
+        return total
+
+    def check_quota(self, incoming: int) -> None:
+        """Raises QuotaExceeded when ``incoming`` more bytes would not fit."""
+        quota = self._quota_bytes()
+        if quota <= 0:
+            return
+        used = self.usage_bytes() + self._extra_usage()
+        if used + incoming > quota:
+            raise QuotaExceeded(
+                f"mailbox full: {used + incoming} bytes would exceed the quota of {quota}"
+            )
+
+    def write_file(self, path: Path, data: bytes) -> None:
+        """Write a new message file (not yet visible: it is in ``tmp/``) and fsync it."""
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            raise TemporaryFailure("maildir name clash, try again") from None
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self.fsync:
+                os.fsync(fd)
+        except OSError as exc:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise TemporaryFailure(f"cannot store message: {exc.strerror}") from exc
+        os.close(fd)
+
+    def close(self) -> None:
+        with self._cache_lock:
+            for folder in self._cache.values():
+                folder.index.close()
+            self._cache.clear()
