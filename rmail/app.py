@@ -30,6 +30,8 @@ from rmail.delivery import Delivery
 from rmail.errors import ConfigError
 from rmail.events import EventBus
 from rmail.ratelimit import LoginLimiter
+from rmail.smtp.handler import Mode, SmtpHandler
+from rmail.smtp.listeners import SmtpListeners
 from rmail.store import Store
 from rmail.store.fsio import atomic_write
 from rmail.store.keys import ensure_jwt_key, ensure_tls_pair
@@ -55,6 +57,7 @@ class Server:
     ssl_context: ssl.SSLContext = field(init=False)
     ports: dict[str, int] = field(default_factory=dict)
     _runners: list[web.AppRunner] = field(default_factory=list)
+    _smtp: SmtpListeners | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -98,6 +101,8 @@ class Server:
         """Bind every listener and write ``run/ports.json``."""
         await asyncio.to_thread(self.prepare)
         cfg = self.config
+        self._smtp = SmtpListeners(cfg.smtp, cfg.hostname, self._smtp_handler, self.ssl_context)
+        self.ports.update(await self._smtp.start())
         runner = web.AppRunner(
             make_app(cfg, self.store), access_log=None, shutdown_timeout=SHUTDOWN_GRACE
         )
@@ -114,7 +119,8 @@ class Server:
             await site.start()
             self.ports[name] = _bound_port(site)
         for name, port in self.ports.items():
-            logger.info("listening service=%s host=%s port=%d", name, cfg.exchange_api.host, port)
+            host = cfg.exchange_api.host if name.startswith("http") else cfg.smtp.host
+            logger.info("listening service=%s host=%s port=%d", name, host, port)
         ports_json = json.dumps(self.ports, indent=1).encode() + b"\n"
         await asyncio.to_thread(
             atomic_write, cfg.root / "run" / "ports.json", ports_json, mode=0o644
@@ -125,6 +131,10 @@ class Server:
             cfg.root,
             ",".join(cfg.domains),
         )
+
+    def _smtp_handler(self, mode: Mode) -> SmtpHandler:
+        # Read self.config at each connection, so SIGHUP's new settings apply to new ones.
+        return SmtpHandler(mode, self.config, self.delivery, self.authenticator)
 
     # -- running -----------------------------------------------------------------------------
 
@@ -163,6 +173,8 @@ class Server:
     async def stop(self) -> None:
         """Stop listeners, finish in-flight work, close the store."""
         logger.info("shutting down")
+        if self._smtp is not None:
+            await self._smtp.stop(SHUTDOWN_GRACE)
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()

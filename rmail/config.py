@@ -75,6 +75,13 @@ class SmtpConfig:
     max_messages_per_connection: int = _opt(
         50, "Messages in one connection before it is closed.", lo=1
     )
+    # RFC 5321 §4.5.3.2.7: a server should wait at least 5 minutes for the next command.
+    timeout: int = _opt(300, "Seconds a client may stay silent before it is disconnected.", lo=5)
+    # Postfix's smtpd_hard_error_limit is 20; a client past it is guessing or broken.
+    max_errors: int = _opt(20, "Error replies in one connection before it is closed.", lo=1)
+    plaintext_auth_on_loopback: bool = _opt(
+        False, "Offer AUTH without TLS to clients on 127.0.0.1/::1 (local scripts, tests)."
+    )
 
 
 @dataclass(frozen=True, slots=True)

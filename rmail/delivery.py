@@ -11,19 +11,25 @@ Each recipient gets its own outcome: one user over quota does not fail the other
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from rmail.errors import RmailError
+from rmail.errors import PermissionDenied, RmailError
 from rmail.events import EventBus, MessageAdded
 from rmail.store import Store
+from rmail.store.accounts import Recipient
 from rmail.store.maildir import INBOX
+from rmail.store.queue import Queue, QueueEntry
 
 __all__ = ["Delivered", "Delivery", "DeliveryReport"]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +61,65 @@ class Delivery:
     def __init__(self, store: Store, events: EventBus | None = None, workers: int = 4) -> None:
         self.store = store
         self.events = events
+        self.queue = Queue(store.root, fsync=store.fsync)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="delivery")
+
+    def is_local_domain(self, address: str) -> bool:
+        """Whether the address's domain is hosted here (its mail never leaves)."""
+        domain = address.rpartition("@")[2].lower().rstrip(".")
+        return bool(domain) and self.store.accounts.has_domain(domain)
+
+    def check_recipient(self, address: str, size: int = 0) -> list[Recipient]:
+        """Whether a local address can take a message of ``size`` bytes now (SMTP RCPT).
+
+        Returns:
+            Where it would go (see ``Accounts.resolve``).
+
+        Raises:
+            NotFound: nobody here takes that address.
+            PermissionDenied: the mailbox is disabled.
+            QuotaExceeded: a local target has no room for ``size`` more bytes.
+        """
+        targets = self.store.accounts.resolve(address)
+        for target in targets:
+            if not target.local:
+                continue
+            if not self.store.accounts.get_user(target.address).enabled:
+                raise PermissionDenied(f"mailbox {address} is disabled")
+            self.store.mailbox(target.address).check_quota(size)
+        return targets
+
+    async def _run(self, func: Callable[..., T], *args: Any) -> T:
+        """Run blocking store work on the delivery workers, keeping the log context."""
+        call = functools.partial(contextvars.copy_context().run, func, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    async def acheck_recipient(self, address: str, size: int = 0) -> list[Recipient]:
+        """:meth:`check_recipient` on the delivery workers."""
+        return await self._run(self.check_recipient, address, size)
+
+    async def send(
+        self, message: bytes, mail_from: str, recipients: Sequence[str]
+    ) -> tuple[DeliveryReport, QueueEntry | None]:
+        """Deliver to local recipients and queue the rest (and remote alias targets).
+
+        Local mail gets a Return-Path on delivery; queued mail is kept as given (the remote
+        end adds its own). Both are durable when this returns.
+
+        Raises:
+            TemporaryFailure: the queue could not be written.
+        """
+        local = [r for r in recipients if self.is_local_domain(r)]
+        remote = [r for r in recipients if not self.is_local_domain(r)]
+        report = (
+            await self.deliver(message, local, mail_from=mail_from) if local else (DeliveryReport())
+        )
+        outbound = [*remote, *report.forward]
+        entry = None
+        if outbound:
+            entry = await self._run(self.queue.enqueue, message, mail_from, outbound)
+            logger.info("queued id=%s from=%s rcpts=%d", entry.id, mail_from, len(outbound))
+        return report, entry
 
     def close(self) -> None:
         """Wait for deliveries in progress, then stop the workers."""
@@ -69,10 +133,7 @@ class Delivery:
         mail_from: str | None = None,
     ) -> DeliveryReport:
         """Deliver ``message`` to each recipient; see :meth:`deliver_sync`."""
-        loop = asyncio.get_running_loop()
-        report = await loop.run_in_executor(
-            self._pool, self.deliver_sync, message, list(recipients), mail_from
-        )
+        report = await self._run(self.deliver_sync, message, list(recipients), mail_from)
         if self.events is not None:
             for copies in report.delivered.values():
                 for copy in copies:
@@ -96,7 +157,7 @@ class Delivery:
         done: dict[tuple[str, str], Delivered] = {}
         for rcpt in recipients:
             try:
-                targets = self.store.accounts.resolve(rcpt)
+                targets = self.check_recipient(rcpt, len(message))
             except RmailError as exc:
                 report.failed[rcpt] = exc
                 logger.info("delivery refused rcpt=%s reason=%s", rcpt, exc)

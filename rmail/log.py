@@ -67,3 +67,10 @@ def setup(level: str = "INFO", stream: object = None) -> None:
     root.addHandler(handler)
     root.setLevel(TRACE if level.upper() == "TRACE" else getattr(logging, level.upper()))
     root.propagate = False
+    # aiosmtpd logs every command at INFO on "mail.log": a transcript, so only at TRACE.
+    smtp_lib = logging.getLogger("mail.log")
+    for old in list(smtp_lib.handlers):
+        smtp_lib.removeHandler(old)
+    smtp_lib.addHandler(handler)
+    smtp_lib.setLevel(logging.DEBUG if level.upper() == "TRACE" else logging.WARNING)
+    smtp_lib.propagate = False

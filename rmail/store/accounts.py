@@ -55,6 +55,7 @@ from rmail.errors import (
     InvalidInput,
     NotFound,
     PermissionDenied,
+    RmailError,
     TemporaryFailure,
 )
 from rmail.store import fsio
@@ -930,6 +931,41 @@ class Accounts:
         if not out:
             raise NotFound(f"no such user {local}@{domain}")
         return out
+
+    def may_send_as(self, address: str, sender: str) -> bool:
+        """Whether the user ``address`` may send with ``sender`` as envelope or From address.
+
+        Allowed: the user's own address (with or without ``+detail``) and any address an
+        exact or regex alias delivers to this user. A catch-all does not count: it would
+        let one user speak for every unknown name of the domain.
+        """
+        own = f"{_split_any_address(address)[0]}@{_split_any_address(address)[1]}"
+        try:
+            local, domain = _split_any_address(sender)
+        except InvalidInput:
+            return False
+        candidate = f"{local}@{domain}"
+        if f"{local.partition('+')[0]}@{domain}" == own:
+            return True
+        if not self.has_domain(domain):
+            return False
+        for rule in self._read_aliases(domain):
+            if rule.pattern.startswith("@"):
+                continue
+            literal = _literal_address(rule.pattern)
+            if literal is not None:
+                matched = literal in {candidate, f"{local.partition('+')[0]}@{domain}"}
+            else:
+                try:
+                    matched = re.fullmatch(rule.pattern, candidate, re.IGNORECASE) is not None
+                except re.error:
+                    continue
+            if matched:
+                try:
+                    return own in {r.address for r in self.resolve(candidate) if r.local}
+                except RmailError:
+                    return False
+        return False
 
     def _expand(
         self,
