@@ -260,7 +260,7 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str, origin: str) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     for key in data:
         if key not in known:
-            raise ConfigError(f"{origin}: unknown key {prefix}{key!r}")
+            raise ConfigError(f"{origin}: unknown key {prefix + key!r}")
     values: dict[str, Any] = {}
     for name, f in known.items():
         if name not in data:
@@ -278,21 +278,27 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str, origin: str) -> Any:
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """Values from ``RMAIL_*`` variables, checked here so an error names the variable."""
     out: dict[str, Any] = {}
-    top_hints = typing.get_type_hints(Config)
     sections = _sections()
-    for f in dataclasses.fields(Config):
-        if f.name in sections or f.metadata.get("internal"):
-            continue
-        var = f"RMAIL_{f.name.upper()}"
-        if var in env:
-            out[f.name] = _from_env(env[var], top_hints[f.name])
-    for section, cls in sections.items():
+    targets: list[tuple[str | None, type]] = [(None, Config)]
+    targets += [(name, cls) for name, cls in sections.items()]
+    for section, cls in targets:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            var = f"RMAIL_{section.upper()}_{f.name.upper()}"
-            if var in env:
-                out.setdefault(section, {})[f.name] = _from_env(env[var], hints[f.name])
+            if f.metadata.get("internal") or (section is None and f.name in sections):
+                continue
+            prefix = f"RMAIL_{section.upper()}_" if section else "RMAIL_"
+            var = prefix + f.name.upper()
+            if var not in env:
+                continue
+            key = f"{section}.{f.name}" if section else f.name
+            where = f"environment {var} ({key})"
+            value = _convert(_from_env(env[var], hints[f.name]), hints[f.name], where, f.metadata)
+            if section is None:
+                out[f.name] = value
+            else:
+                out.setdefault(section, {})[f.name] = value
     return out
 
 

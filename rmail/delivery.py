@@ -135,9 +135,9 @@ class Delivery:
         """Deliver ``message`` to each recipient; see :meth:`deliver_sync`."""
         report = await self._run(self.deliver_sync, message, list(recipients), mail_from)
         if self.events is not None:
-            for copies in report.delivered.values():
-                for copy in copies:
-                    self.events.publish(MessageAdded(copy.address, copy.folder, copy.uid))
+            stored = {copy for copies in report.delivered.values() for copy in copies}
+            for copy in sorted(stored, key=lambda c: (c.address, c.folder, c.uid)):
+                self.events.publish(MessageAdded(copy.address, copy.folder, copy.uid))
         return report
 
     def deliver_sync(
@@ -166,7 +166,8 @@ class Delivery:
             try:
                 for target in targets:
                     if not target.local:
-                        report.forward.append(target.address)
+                        if target.address not in report.forward:
+                            report.forward.append(target.address)
                         continue
                     mailbox = self.store.mailbox(target.address)
                     folder_name = _folder_for(mailbox.folder_names(), target.detail)

@@ -1,9 +1,10 @@
 """Logging: the TRACE level, the connection id on every line, and redaction of secrets.
 
 Only ``cli.py`` calls :func:`setup`. Every module logs through ``logging.getLogger(__name__)``.
-Protocol code sets :data:`conn_id` for the task serving a connection; the filter puts it on
-each record as ``conn``. The redaction filter masks credentials before any handler sees the
-line (AUTH/LOGIN arguments, Authorization headers, ``password=`` fields, bearer tokens).
+Protocol code sets :data:`conn_id` for the task serving a connection; a filter puts it on
+each record as ``conn``. The formatter masks credentials in the finished line, traceback
+included, before it is written: AUTH/LOGIN arguments, Authorization headers, ``password=``
+fields, bearer tokens.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 import sys
 from typing import Final
 
-__all__ = ["TRACE", "RedactingFilter", "conn_id", "redact", "setup"]
+__all__ = ["TRACE", "ConnFilter", "RedactingFormatter", "conn_id", "redact", "setup"]
 
 # Below DEBUG, for protocol transcripts (Radicale and mox use the same idea).
 TRACE: Final = 5
@@ -24,7 +25,8 @@ conn_id: contextvars.ContextVar[str] = contextvars.ContextVar("conn_id", default
 
 _PATTERNS: Final = (
     # IMAP: "a1 LOGIN user secret" / SMTP+IMAP: "AUTH PLAIN base64" / "AUTHENTICATE PLAIN ..."
-    (re.compile(r"(?i)(\bLOGIN\s+\S+\s+)(\S+)"), r"\1********"),
+    # The password may be a quoted string with spaces or a literal: mask the rest of the line.
+    (re.compile(r'(?im)(\bLOGIN\s+(?:"(?:[^"\\]|\\.)*"|\S+)\s+).+$'), r"\1********"),
     (re.compile(r"(?i)(\bAUTH(?:ENTICATE)?\s+(?:PLAIN|LOGIN|XOAUTH2)\s+)(\S+)"), r"\1********"),
     (re.compile(r"(?i)(authorization\s*[:=]\s*)(\S+\s+)?\S+"), r"\1********"),
     (
@@ -42,16 +44,19 @@ def redact(text: str) -> str:
     return text
 
 
-class RedactingFilter(logging.Filter):
-    """Adds ``conn`` to every record and masks credentials in its message."""
+class ConnFilter(logging.Filter):
+    """Adds ``conn`` (the connection id of the running task) to every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.conn = conn_id.get()
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
         return True
+
+
+class RedactingFormatter(logging.Formatter):
+    """Masks credentials in the whole formatted line, tracebacks included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def setup(level: str = "INFO", stream: object = None) -> None:
@@ -60,9 +65,9 @@ def setup(level: str = "INFO", stream: object = None) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
-    handler.addFilter(RedactingFilter())
+    handler.addFilter(ConnFilter())
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(conn)s] %(message)s")
+        RedactingFormatter("%(asctime)s %(levelname)s %(name)s [%(conn)s] %(message)s")
     )
     root.addHandler(handler)
     root.setLevel(TRACE if level.upper() == "TRACE" else getattr(logging, level.upper()))

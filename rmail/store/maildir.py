@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final
 
 from rmail.errors import AlreadyExists, InvalidInput, NotFound, QuotaExceeded, TemporaryFailure
 from rmail.store.fsio import (
@@ -44,7 +44,14 @@ from rmail.store.fsio import (
     read_json,
     unique_name,
 )
-from rmail.store.mailindex import DELETED, IN_NEW, MailIndex, MessageMeta, flags_to_mask
+from rmail.store.mailindex import (
+    DELETED,
+    IN_NEW,
+    FlagOp,
+    MailIndex,
+    MessageMeta,
+    flags_to_mask,
+)
 
 __all__ = [
     "DEFAULT_FOLDERS",
@@ -73,8 +80,6 @@ SPECIAL_USE: Final = frozenset(
 # file name (NAME_MAX 255) with room for the leading dot.
 MAX_FOLDER_BYTES: Final = 250
 _BARE_LF = re.compile(rb"(?<!\r)\n")
-
-FlagOp = Literal["set", "add", "remove"]
 
 
 def normalize_crlf(data: bytes) -> bytes:
@@ -254,20 +259,9 @@ class Folder:
             NotFound: no message with that UID.
         """
         mask, keywords = flags_to_mask(flags)
-        self.index.refresh()
-        current = self.index.get(uid)
-        if op == "set":
-            new_mask, new_keywords = mask, keywords
-        elif op == "add":
-            new_mask = current.mask | mask
-            new_keywords = _merge_keywords(current.keywords, keywords)
-        else:
-            new_mask = current.mask & ~mask
-            drop = {k.lower() for k in keywords}
-            new_keywords = tuple(k for k in current.keywords if k.lower() not in drop)
         with self._rename_lock:
-            before, after = self.index.set_flags(
-                uid, new_mask, new_keywords, unchanged_since=unchanged_since
+            before, after = self.index.change_flags(
+                uid, op, mask, keywords, unchanged_since=unchanged_since
             )
             if before.relpath != after.relpath:
                 self._rename_file(before, after)
@@ -300,7 +294,9 @@ class Folder:
         except (NotFound, FileNotFoundError):
             logger.debug("expunged file already gone folder=%s uid=%d", self.name, meta.uid)
 
-    def copy_to(self, uids: Iterable[int], dest: Folder) -> list[tuple[int, int]]:
+    def copy_to(
+        self, uids: Iterable[int], dest: Folder, *, check_quota: bool = True
+    ) -> list[tuple[int, int]]:
         """Copy messages with their flags; returns (source UID, new UID) pairs (COPYUID).
 
         Raises:
@@ -310,7 +306,7 @@ class Folder:
         metas = [self.index.get(u) for u in sorted(set(uids)) if self.index.position(u) is not None]
         if not metas:
             return []
-        if dest.mailbox is not self.mailbox or dest.dir != self.dir:
+        if check_quota:
             dest.mailbox.check_quota(sum(m.size for m in metas))
         placed: list[Path] = []
         rows: list[tuple[str, int, Sequence[str], int, int]] = []
@@ -340,16 +336,11 @@ class Folder:
 
     def move_to(self, uids: Iterable[int], dest: Folder) -> list[tuple[int, int]]:
         """RFC 6851 MOVE: copy, then expunge the originals. Returns (source, new) UID pairs."""
-        pairs = self.copy_to(uids, dest)
+        # Within one account a move adds no bytes: a full mailbox can still empty itself
+        # into Trash.
+        pairs = self.copy_to(uids, dest, check_quota=dest.mailbox is not self.mailbox)
         self.expunge([src for src, _ in pairs])
         return pairs
-
-
-def _merge_keywords(old: Sequence[str], new: Sequence[str]) -> tuple[str, ...]:
-    seen = {k.lower(): k for k in old}
-    for k in new:
-        seen.setdefault(k.lower(), k)
-    return tuple(sorted(seen.values()))
 
 
 class Mailbox:
@@ -651,6 +642,8 @@ class Mailbox:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except FileExistsError:
             raise TemporaryFailure("maildir name clash, try again") from None
+        except FileNotFoundError:
+            raise NotFound("the folder no longer exists") from None
         try:
             view = memoryview(data)
             while view:

@@ -41,7 +41,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from rmail.errors import NotFound, TemporaryFailure
 from rmail.store.fsio import FileLock, atomic_write
@@ -54,6 +54,7 @@ __all__ = [
     "IN_NEW",
     "SEEN",
     "SYSTEM_FLAGS",
+    "FlagOp",
     "MailIndex",
     "MessageMeta",
     "flags_to_mask",
@@ -83,6 +84,7 @@ _MAILDIR_LETTERS: Final = (
     ("T", DELETED),
 )
 _FLAG_BITS: Final = SEEN | ANSWERED | FLAGGED | DELETED | DRAFT
+FlagOp = Literal["set", "add", "remove"]
 _FORMAT: Final = 1
 _SNAPSHOT: Final = "index.json"
 _JOURNAL: Final = "index.journal"
@@ -141,6 +143,26 @@ class MessageMeta:
         if self.mask & IN_NEW:
             return f"new/{self.base}"
         return f"cur/{self.base}:2,{maildir_info(self.mask)}"
+
+
+def _apply_op(
+    current: MessageMeta, op: FlagOp, mask: int, keywords: Sequence[str]
+) -> tuple[int, tuple[str, ...]]:
+    """The flags after ``op`` (set, add, remove) on ``current``; keywords sorted, unique."""
+    mask &= _FLAG_BITS
+    old_mask = current.mask & _FLAG_BITS
+    if op == "set":
+        new_mask, merged = mask, list(keywords)
+    elif op == "add":
+        new_mask, merged = old_mask | mask, [*current.keywords, *keywords]
+    else:
+        drop = {k.lower() for k in keywords}
+        new_mask = old_mask & ~mask
+        merged = [k for k in current.keywords if k.lower() not in drop]
+    unique: dict[str, str] = {}
+    for keyword in merged:
+        unique.setdefault(keyword.lower(), keyword)
+    return new_mask, tuple(sorted(unique.values()))
 
 
 def _pack(typecode: str, values: Iterable[int]) -> str:
@@ -459,14 +481,21 @@ class MailIndex:
             n = len(self.uids)
             return [self.meta_at(i) for i in range(n - len(items), n)]
 
-    def set_flags(
-        self, uid: int, mask: int, keywords: Sequence[str], *, unchanged_since: int | None = None
+    def change_flags(
+        self,
+        uid: int,
+        op: FlagOp,
+        mask: int,
+        keywords: Sequence[str],
+        *,
+        unchanged_since: int | None = None,
     ) -> tuple[MessageMeta, MessageMeta]:
-        """Replace one message's flags; returns (before, after).
+        """Set, add or remove one message's flags; returns (before, after).
 
-        When nothing changes no record is written and ``after`` is ``before``. With
-        ``unchanged_since`` (RFC 7162 UNCHANGEDSINCE) a message modified after that MODSEQ
-        is left alone and returned unchanged.
+        The new flags are computed from the current ones under the lock, so two writers
+        adding different flags at once both win. When nothing changes no record is
+        written and ``after`` is ``before``. With ``unchanged_since`` (RFC 7162
+        UNCHANGEDSINCE) a message modified after that MODSEQ is left alone.
 
         Raises:
             NotFound: no message with that UID.
@@ -477,15 +506,20 @@ class MailIndex:
             if pos is None:
                 raise NotFound(f"no message with UID {uid}")
             before = self.meta_at(pos)
-            keywords = tuple(keywords)
-            if (before.mask & _FLAG_BITS) == (mask & _FLAG_BITS) and before.keywords == keywords:
+            new_mask, new_keywords = _apply_op(before, op, mask, keywords)
+            if (before.mask & _FLAG_BITS) == new_mask and before.keywords == new_keywords:
                 return before, before
             if unchanged_since is not None and before.modseq > unchanged_since:
                 return before, before
-            new_mask = (mask & _FLAG_BITS) & ~IN_NEW
             modseq = self.highestmodseq + 1
-            self._log(["f", uid, new_mask, modseq, list(keywords)], sync=False)
+            self._log(["f", uid, new_mask, modseq, list(new_keywords)], sync=False)
             return before, self.meta_at(pos)
+
+    def set_flags(
+        self, uid: int, mask: int, keywords: Sequence[str], *, unchanged_since: int | None = None
+    ) -> tuple[MessageMeta, MessageMeta]:
+        """Replace one message's flags (see :meth:`change_flags`)."""
+        return self.change_flags(uid, "set", mask, keywords, unchanged_since=unchanged_since)
 
     def expunge(self, uids: Iterable[int]) -> list[MessageMeta]:
         """Remove messages from the index; returns what was removed (files are the caller's)."""
