@@ -16,6 +16,7 @@ import json
 import logging
 import signal
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -58,6 +59,8 @@ class Server:
     ports: dict[str, int] = field(default_factory=dict)
     _runners: list[web.AppRunner] = field(default_factory=list)
     _smtp: SmtpListeners | None = None
+    # How SIGHUP gets the new configuration (see serve()); None: re-read config.source.
+    reload_config: Callable[[], Config] | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -125,12 +128,14 @@ class Server:
         await asyncio.to_thread(
             atomic_write, cfg.root / "run" / "ports.json", ports_json, mode=0o644
         )
-        logger.info(
-            "rmail ready hostname=%s mail_root=%s domains=%s",
-            cfg.hostname,
-            cfg.root,
-            ",".join(cfg.domains),
-        )
+
+    def _load_again(self) -> Config:
+        """The configuration SIGHUP applies."""
+        if self.reload_config is not None:
+            return self.reload_config()
+        if self.config.source is None:
+            return self.config
+        return config_mod.load(self.config.source)
 
     def _smtp_handler(self, mode: Mode) -> SmtpHandler:
         # Read self.config at each connection, so SIGHUP's new settings apply to new ones.
@@ -145,30 +150,30 @@ class Server:
         await self._stop.wait()
 
     def reload(self) -> None:
-        """SIGHUP: re-read the config file and the certificates; keep the old on error."""
-        if self.config.source is None:
-            logger.info("SIGHUP: no config file to reload; reloading certificates")
-            new = self.config
-        else:
-            try:
-                new = config_mod.load(self.config.source)
-            except ConfigError as exc:
-                logger.error("SIGHUP: configuration refused, keeping the old one: %s", exc)
-                return
+        """SIGHUP: re-read the config and the certificates; keep the old config on error."""
+        try:
+            new = self._load_again()
+        except ConfigError as exc:
+            logger.error("SIGHUP: configuration refused, keeping the old one: %s", exc)
+            return
+        if new.root != self.config.root:
+            logger.warning("SIGHUP: mail_root changes need a restart; keeping %s", self.config.root)
+            new = new.replace(mail_root=str(self.config.root))
         for section in ("smtp", "imap", "exchange_api"):
             before, after = getattr(self.config, section), getattr(new, section)
             if (before.host, before.port) != (after.host, after.port):
                 logger.warning("SIGHUP: %s listener address changes need a restart", section)
         self.config = new
-        log.setup(new.log_level)
         try:
             cert, key = self._tls_files()
             # New handshakes use the new pair; connections already open keep theirs.
             self.ssl_context.load_cert_chain(cert, key)
         except (OSError, ssl.SSLError) as exc:
             logger.error("SIGHUP: certificates not reloaded: %s", exc)
-            return
-        logger.info("SIGHUP: configuration and certificates reloaded")
+        else:
+            logger.info("SIGHUP: configuration and certificates reloaded")
+        # Last, so that the line above still shows when the new level is quieter.
+        log.setup(new.log_level)
 
     async def stop(self) -> None:
         """Stop listeners, finish in-flight work, close the store."""
@@ -191,17 +196,37 @@ def _bound_port(site: web.TCPSite) -> int:
     return int(server.sockets[0].getsockname()[1])
 
 
-async def serve(config: Config, *, on_ready: object = None) -> None:
-    """Run the server until SIGTERM or SIGINT."""
-    server = Server(config)
+async def serve(
+    config: Config,
+    *,
+    reload: Callable[[], Config] | None = None,
+    on_ready: Callable[[Server], None] | None = None,
+) -> None:
+    """Run the server until SIGTERM or SIGINT.
+
+    Args:
+        config: the configuration to start with.
+        reload: how SIGHUP gets a new configuration (the CLI re-reads the file with the
+            same command-line overrides); default: re-read ``config.source``.
+        on_ready: run in a worker thread once the listeners are up and before "ready" is
+            logged (``--demo`` creates its accounts here).
+    """
+    server = Server(config, reload_config=reload)
     loop = asyncio.get_running_loop()
     await server.start()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, server.request_stop)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
-    if callable(on_ready):
-        on_ready(server)
     try:
+        if on_ready is not None:
+            await asyncio.to_thread(on_ready, server)
+        cfg = server.config
+        logger.info(
+            "rmail ready hostname=%s mail_root=%s domains=%s",
+            cfg.hostname,
+            cfg.root,
+            ",".join(cfg.domains),
+        )
         await server.wait_stopped()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -103,18 +103,22 @@ def _setup_serve(p: argparse.ArgumentParser) -> None:
 def _run_serve(args: argparse.Namespace, config: Config) -> int:
     from rmail.app import Server, serve
 
-    if args.demo and "example.test" not in config.domains:
-        config = config.replace(domains=[*config.domains, "example.test"])
+    def with_demo(cfg: Config) -> Config:
+        if args.demo and "example.test" not in cfg.domains:
+            return cfg.replace(domains=[*cfg.domains, "example.test"])
+        return cfg
 
-    def ready(server: object) -> None:
-        assert isinstance(server, Server)
+    def ready(server: Server) -> None:
         if args.demo:
             from rmail.demo import setup_demo
 
             creds = setup_demo(server.store, server.delivery)
             _print_demo(creds, server)
 
-    asyncio.run(serve(config, on_ready=ready))
+    # SIGHUP re-reads the file with the same command-line overrides (--data, --demo).
+    asyncio.run(
+        serve(with_demo(config), reload=lambda: with_demo(_load_config(args)), on_ready=ready)
+    )
     return 0
 
 
@@ -360,8 +364,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _load_config(args)
     except RmailError as exc:
-        print(f"rmail: {exc}", file=sys.stderr)
-        return EX_CONFIG
+        if args.command != "init":
+            print(f"rmail: {exc}", file=sys.stderr)
+            return EX_CONFIG
+        # init writes a config: a broken one must not stand in its way.
+        config = Config()
     log.setup(config.log_level if args.command == "serve" else "WARNING")
     try:
         return int(args.run(args, config))

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from rmail.config import AuthConfig, Config, StoreConfig
 from rmail.errors import NotFound
-from rmail.store.accounts import Account, Accounts
+from rmail.store.accounts import Account, Accounts, check_new_user_fields, normalize_address
 from rmail.store.maildir import Folder, FolderInfo, Mailbox
 
 __all__ = ["Account", "Accounts", "Folder", "FolderInfo", "Mailbox", "Store"]
@@ -76,7 +76,9 @@ class Store:
             InvalidInput: bad address, password or quota.
             AlreadyExists: the user exists.
         """
-        domain = address.rpartition("@")[2].lower()
+        # Validate everything before the domain is created, so a refused user leaves no trace.
+        _user, domain = normalize_address(address)
+        check_new_user_fields(password, quota_mb)
         if not self.accounts.has_domain(domain):
             self.accounts.add_domain(domain)
         account = self.accounts.add_user(address, password, admin=admin, quota_mb=quota_mb)

@@ -66,6 +66,7 @@ __all__ = [
     "Accounts",
     "Alias",
     "Recipient",
+    "check_new_user_fields",
     "normalize_address",
     "normalize_domain",
 ]
@@ -234,6 +235,12 @@ def _check_quota(quota_mb: object) -> int:
     if not 1 <= quota_mb <= MAX_QUOTA_MB:
         raise InvalidInput(f"quota_mb must be between 1 and {MAX_QUOTA_MB}")
     return quota_mb
+
+
+def check_new_user_fields(password: str, quota_mb: object) -> None:
+    """Raise InvalidInput when a new user's password or quota is not acceptable."""
+    _check_password(password)
+    _check_quota(quota_mb)
 
 
 def _check_bool(value: object, name: str) -> bool:
