@@ -146,7 +146,6 @@ class Folder:
         self.name = name
         self.dir = path
         self.index = index
-        self._rename_lock = threading.Lock()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -259,15 +258,14 @@ class Folder:
             NotFound: no message with that UID.
         """
         mask, keywords = flags_to_mask(flags)
-        with self._rename_lock:
-            before, after = self.index.change_flags(
-                uid, op, mask, keywords, unchanged_since=unchanged_since
-            )
-            if before.relpath != after.relpath:
-                self._rename_file(before, after)
-        return before, after
+        return self.index.change_flags(
+            uid, op, mask, keywords, unchanged_since=unchanged_since, on_change=self._rename_file
+        )
 
     def _rename_file(self, before: MessageMeta, after: MessageMeta) -> None:
+        """Mirror new flags in the file name (called under the index lock)."""
+        if before.relpath == after.relpath:
+            return
         target = self.dir / after.relpath
         try:
             os.rename(self.dir / before.relpath, target)

@@ -38,7 +38,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -489,13 +489,16 @@ class MailIndex:
         keywords: Sequence[str],
         *,
         unchanged_since: int | None = None,
+        on_change: Callable[[MessageMeta, MessageMeta], None] | None = None,
     ) -> tuple[MessageMeta, MessageMeta]:
         """Set, add or remove one message's flags; returns (before, after).
 
         The new flags are computed from the current ones under the lock, so two writers
         adding different flags at once both win. When nothing changes no record is
         written and ``after`` is ``before``. With ``unchanged_since`` (RFC 7162
-        UNCHANGEDSINCE) a message modified after that MODSEQ is left alone.
+        UNCHANGEDSINCE) a message modified after that MODSEQ is left alone. ``on_change``
+        runs under the lock after a change is recorded (the caller renames the file there,
+        so that no other process can record newer flags before the name follows).
 
         Raises:
             NotFound: no message with that UID.
@@ -513,7 +516,10 @@ class MailIndex:
                 return before, before
             modseq = self.highestmodseq + 1
             self._log(["f", uid, new_mask, modseq, list(new_keywords)], sync=False)
-            return before, self.meta_at(pos)
+            after = self.meta_at(pos)
+            if on_change is not None:
+                on_change(before, after)
+            return before, after
 
     def set_flags(
         self, uid: int, mask: int, keywords: Sequence[str], *, unchanged_since: int | None = None
