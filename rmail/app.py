@@ -164,6 +164,8 @@ class Server:
             if (before.host, before.port) != (after.host, after.port):
                 logger.warning("SIGHUP: %s listener address changes need a restart", section)
         self.config = new
+        if self._smtp is not None:
+            self._smtp.config = new.smtp
         try:
             cert, key = self._tls_files()
             # New handshakes use the new pair; connections already open keep theirs.

@@ -11,7 +11,9 @@ added when missing.
 
 Both: at most ``smtp.max_recipients`` recipients (``452 4.5.3``), quota checked at RCPT with
 the SIZE the client declared and again at DATA with the real size, a ``Received:`` header
-(RFC 5321 §4.4) and, on local delivery, ``Return-Path``.
+(RFC 5321 §4.4) and, on local delivery, ``Return-Path``. SMTP has one reply for DATA, so a
+recipient found over quota only at DATA time fails the whole message (``552 5.2.2``) rather
+than being accepted and bounced; clients that send SIZE are told per recipient at RCPT.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from email.parser import BytesHeaderParser
 from email.policy import SMTPUTF8
 from typing import Any, Literal
 
-from aiosmtpd.smtp import MISSING, AuthResult, Envelope, Session
+from aiosmtpd.smtp import MISSING, AuthResult, Envelope, Session, TLSSetupException
 
 from rmail.auth import Authenticator
 from rmail.config import Config
@@ -239,6 +241,10 @@ class SmtpHandler:
 
     async def handle_exception(self, error: Exception) -> str:
         # The one broad handler of a connection: a bug, never the client's fault.
+        if isinstance(error, TLSSetupException):
+            # A client (often a scanner) that gives up the handshake; aiosmtpd hangs up.
+            logger.info("STARTTLS handshake failed: %s", error.__cause__)
+            return replies.R451_LOCAL_ERROR
         if isinstance(error, RmailError):
             logger.info("refused: %s", error)
         else:
@@ -270,8 +276,5 @@ def _header_end(content: bytes) -> int:
     """Offset just past the blank line that ends the header (or 0 if there is none)."""
     if content.startswith((b"\r\n", b"\n")):
         return 0
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        pos = content.find(sep)
-        if pos >= 0:
-            return pos + len(sep) // 2
-    return len(content)
+    found = [p for p in (content.find(b"\n\r\n"), content.find(b"\n\n")) if p >= 0]
+    return min(found) + 1 if found else len(content)

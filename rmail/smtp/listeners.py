@@ -40,6 +40,7 @@ _ENHANCED = re.compile(r"^[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3}( |$)")
 # A line in DATA may be this long before the message is refused (see module docstring).
 DATA_LINE_LIMIT: Final = 65536
 _ids = itertools.count(1)
+_AUTH_PARAM = re.compile(r"(?i)\s+AUTH=\S+")
 # aiosmtpd itself sets the deprecated Session.login_data after every successful AUTH and
 # warns about its own assignment; nothing of ours uses it.
 warnings.filterwarnings("ignore", message="Session.login_data is deprecated")
@@ -84,6 +85,31 @@ class RmailSMTP(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         self.listeners.closed(self)
         super().connection_lost(error)
+
+    def data_received(self, data: bytes) -> None:
+        # smtp.timeout is for a silent client: any bytes (a DATA line too) restart it.
+        self._reset_timeout()
+        super().data_received(data)
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        self._in_ehlo = True
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._in_ehlo = False
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        if self.event_handler.mode == "mx":
+            if not await self.check_helo_needed("EHLO"):
+                await self.push(replies.R503_AUTH_NOT_HERE)
+            return
+        await super().smtp_AUTH(arg)
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        # RFC 4954 §5: AUTH=<> may be parsed and discarded where AUTH is offered.
+        if arg and self.event_handler.submission:
+            arg = _AUTH_PARAM.sub("", arg)
+        await super().smtp_MAIL(arg)
 
     async def smtp_EHLO(self, hostname: str) -> None:
         # RFC 2034: the EHLO reply carries no enhanced codes.
@@ -165,9 +191,8 @@ class SmtpListeners:
         self.active.discard(proto)
 
     def _factory(self, mode: Mode) -> Any:
-        cfg = self.config
-
         def make() -> asyncio.Protocol:
+            cfg = self.config
             if len(self.active) >= cfg.max_connections:
                 logger.warning("connection limit reached limit=%d", cfg.max_connections)
                 return _Refuse(self.hostname)
