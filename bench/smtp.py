@@ -1,0 +1,657 @@
+"""Benchmark of SMTP intake: rmail's MX port against a bare aiosmtpd sink, same workload.
+
+Run from the repository root::
+
+    .venv/bin/python bench/smtp.py                      # 2000 x 10 KB, 10 clients, fsync on
+    .venv/bin/python bench/smtp.py --no-fsync           # the same with store.fsync false
+    .venv/bin/python bench/smtp.py --quick              # 500 messages (smoke test, < 30 s)
+    .venv/bin/python bench/smtp.py --workers 8          # rmail with delivery.workers 8
+    .venv/bin/python bench/smtp.py --cprofile /tmp/rmail.prof   # cProfile (event loop only)
+    .venv/bin/python bench/smtp.py --py-spy /tmp/spy.txt        # py-spy: who holds the GIL
+    .venv/bin/python bench/smtp.py --py-spy /tmp/spy.txt --py-spy-idle  # ... wall time
+
+Both servers run in their own process, so the load generator (this process) does not share
+their CPU:
+
+1. ``sink``: aiosmtpd's ``SMTP`` protocol on an asyncio server, whose ``handle_DATA`` returns
+   ``250 OK`` and drops the message: the cost of SMTP in aiosmtpd and nothing else;
+2. ``rmail``: ``python -m rmail serve`` with a fresh config (every port 0, a temp
+   ``mail_root``, domain ``example.test``, cheap Argon2, log level WARNING, ``store.fsync``
+   true unless ``--no-fsync``); ``alice@example.test`` (and ``bob`` for the warm-up) are
+   created with the store API before it starts. Messages go to the MX port
+   (``run/ports.json`` ``smtp``) for alice; after the run the server is stopped and alice's
+   INBOX must hold exactly the number of messages that got ``250`` (no loss).
+
+Workload: ``--messages`` messages of ``--size`` bytes from ``--clients`` concurrent clients.
+Each client is one asyncio connection speaking plain request/response SMTP (EHLO, then per
+message MAIL, RCPT, DATA, body; no PIPELINING), reused for up to
+``smtp.max_messages_per_connection`` (50) messages, then QUIT and reconnect. Throughput is
+messages that got ``250`` divided by the wall time from the first connect to the last
+``250``; latency is per message, from MAIL FROM sent to the ``250`` after the body. A short
+warm-up (to bob on rmail) comes before each measurement.
+
+The target (docs/performance.md): rmail takes at least 0.5x the sink's rate with fsync on.
+Output is Markdown on stdout: the machine, the filesystem of the temp dir and its fsync
+latency, the results table and the verdict. The CPU seconds used by each server (and the
+kernel's part), by the generator and by every other process on the machine during the run
+are shown too: with two cores, a busy neighbour changes the figures, and the script says so.
+``--py-spy`` needs ``py-spy`` on PATH (``pip install py-spy``); its raw output is collapsed
+stacks, one per line, per thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import pstats
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, TextIO
+
+HOST: Final = "127.0.0.1"
+DOMAIN: Final = "example.test"
+RCPT: Final = f"alice@{DOMAIN}"
+WARMUP_RCPT: Final = f"bob@{DOMAIN}"
+PER_CONNECTION: Final = 50  # rmail's smtp.max_messages_per_connection default
+TARGET_RATIO: Final = 0.5
+START_TIMEOUT: Final = 30.0
+STOP_TIMEOUT: Final = 30.0
+CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
+SCRIPT: Final = os.path.abspath(__file__)
+
+
+# -- the sink (child process) -----------------------------------------------------------------
+
+
+class _SinkHandler:
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        return "250 OK"
+
+
+async def _sink_main() -> None:
+    """Serve SMTP on a free port, print the port, drop every message until SIGTERM."""
+    from aiosmtpd.smtp import SMTP
+
+    loop = asyncio.get_running_loop()
+    # hostname given, as rmail does: otherwise aiosmtpd calls socket.getfqdn() per connection.
+    server = await loop.create_server(
+        lambda: SMTP(_SinkHandler(), hostname="sink.test"), HOST, 0, reuse_address=True
+    )
+    print(server.sockets[0].getsockname()[1], flush=True)
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    server.close()
+
+
+# -- the load generator -----------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    """What one run of the workload against one server gave."""
+
+    target: str
+    clients: int
+    ok: int = 0
+    errors: list[str] = field(default_factory=list)
+    wall: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    generator_cpu: float = 0.0
+    server_cpu: float = 0.0
+    server_sys: float = 0.0  # the kernel's part of server_cpu
+    # CPU seconds the rest of the machine (neither server nor generator) used meanwhile.
+    other_cpu: float = 0.0
+    timed_out: bool = False
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.wall if self.wall > 0 else 0.0
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000.0
+
+
+def make_message(size: int) -> tuple[bytes, bytes]:
+    """A message of about ``size`` bytes, split where the per-message number goes.
+
+    Lines are 76 printable characters; none starts with a dot, so no dot-stuffing is needed.
+    The body ends with CRLF and the caller adds ``.\\r\\n``.
+    """
+    head = (
+        f"From: Bench <bench@sender.test>\r\nTo: <{RCPT}>\r\n"
+        "Subject: rmail SMTP benchmark\r\nDate: Mon, 01 Jan 2024 00:00:00 +0000\r\n"
+        "Message-ID: <bench-"
+    ).encode()
+    tail = b"@sender.test>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n"
+    line = (b"The quick brown fox jumps over the lazy dog 0123456789 abcdefghijklmnopqrstu" * 2)[
+        :76
+    ] + b"\r\n"
+    body_len = max(0, size - len(head) - len(tail) - 8)
+    body = line * (body_len // len(line))
+    body += b"x" * max(0, body_len - len(body) - 2) + b"\r\n"
+    return head, tail + body
+
+
+async def _reply(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One (possibly multi-line) SMTP reply: its code and last line."""
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise ConnectionError("connection closed by the server")
+        if line[3:4] != b"-":
+            return int(line[:3]), line
+
+
+async def run_load(
+    *,
+    target: str,
+    port: int,
+    messages: int,
+    clients: int,
+    size: int,
+    rcpt: str,
+    seconds: float,
+) -> LoadResult:
+    """Send ``messages`` messages from ``clients`` concurrent connections; see module doc."""
+    result = LoadResult(target, clients)
+    head, rest = make_message(size)
+    mail_cmd = b"MAIL FROM:<bench@sender.test>\r\n"
+    rcpt_cmd = f"RCPT TO:<{rcpt}>\r\n".encode()
+    tickets = [messages]
+    first_connect: list[float] = []
+    last_ok = [0.0]
+
+    async def client(cid: int) -> None:
+        while tickets[0] > 0:
+            if not first_connect:
+                first_connect.append(time.perf_counter())
+            reader, writer = await asyncio.open_connection(HOST, port)
+            try:
+                code, line = await _reply(reader)
+                if code != 220:
+                    raise ConnectionError(f"greeting {line!r}")
+                writer.write(b"EHLO bench.test\r\n")
+                code, line = await _reply(reader)
+                if code != 250:
+                    raise ConnectionError(f"EHLO {line!r}")
+                for _ in range(PER_CONNECTION):
+                    if tickets[0] <= 0:
+                        break
+                    tickets[0] -= 1
+                    number = tickets[0]
+                    start = time.perf_counter()
+                    writer.write(mail_cmd)
+                    code, line = await _reply(reader)
+                    if code != 250:
+                        result.errors.append(f"MAIL: {line!r}")
+                        break
+                    writer.write(rcpt_cmd)
+                    code, line = await _reply(reader)
+                    if code != 250:
+                        result.errors.append(f"RCPT: {line!r}")
+                        writer.write(b"RSET\r\n")
+                        await _reply(reader)
+                        continue
+                    writer.write(b"DATA\r\n")
+                    code, line = await _reply(reader)
+                    if code != 354:
+                        result.errors.append(f"DATA: {line!r}")
+                        break
+                    writer.write(b"".join((head, b"%d-%d" % (cid, number), rest, b".\r\n")))
+                    code, line = await _reply(reader)
+                    now = time.perf_counter()
+                    if code != 250:
+                        result.errors.append(f"end of DATA: {line!r}")
+                        continue
+                    result.ok += 1
+                    result.latencies.append(now - start)
+                    last_ok[0] = max(last_ok[0], now)
+                writer.write(b"QUIT\r\n")
+                with contextlib.suppress(ConnectionError):
+                    await _reply(reader)
+            finally:
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+
+    cpu0 = time.process_time()
+    tasks = [asyncio.create_task(client(i)) for i in range(clients)]
+    done, pending = await asyncio.wait(tasks, timeout=seconds)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    result.timed_out = bool(pending)
+    for task in done:
+        exc = task.exception()
+        if exc is not None:
+            result.errors.append(f"client failed: {exc!r}")
+    result.generator_cpu = time.process_time() - cpu0
+    if first_connect and last_ok[0]:
+        result.wall = last_ok[0] - first_connect[0]
+    return result
+
+
+# -- servers ----------------------------------------------------------------------------------
+
+
+def machine_busy() -> float:
+    """CPU seconds all CPUs have spent busy since boot (/proc/stat; idle and iowait excluded)."""
+    with contextlib.suppress(OSError):
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return (sum(values[:8]) - values[3] - values[4]) / CLK_TCK
+    return 0.0
+
+
+def fsync_probe(directory: Path, rounds: int = 50) -> tuple[float, float]:
+    """Median ms of: write 10 KB to a new file + fsync it + fsync the directory; and p95."""
+    data = os.urandom(10240)
+    times = []
+    for i in range(rounds):
+        start = time.perf_counter()
+        fd = os.open(directory / f"probe-{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2] * 1000, times[int(len(times) * 0.95)] * 1000
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user + system, system) CPU seconds of a process and all its threads, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    user, system = int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+    return user + system, system
+
+
+def measure_server(result: LoadResult, pid: int, before: tuple[float, float, float]) -> None:
+    """Fill in the CPU figures of ``result`` from ``before`` = (cpu, sys, machine busy)."""
+    cpu, system = cpu_seconds(pid)
+    result.server_cpu = cpu - before[0]
+    result.server_sys = system - before[1]
+    busy = machine_busy() - before[2]
+    result.other_cpu = busy - result.server_cpu - result.generator_cpu
+
+
+def snapshot(pid: int) -> tuple[float, float, float]:
+    return (*cpu_seconds(pid), machine_busy())
+
+
+Process = asyncio.subprocess.Process
+
+
+async def _stop(proc: Process, sig: int = signal.SIGTERM) -> None:
+    """Signal a child we started and wait for it (killed after ``STOP_TIMEOUT``)."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def bench_sink(args: argparse.Namespace) -> LoadResult:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, SCRIPT, "--sink", stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT))
+        common = {"port": port, "clients": args.clients, "size": args.size, "rcpt": RCPT}
+        await run_load(target="warm-up", messages=2 * args.clients, seconds=30, **common)
+        before = snapshot(proc.pid)
+        result = await run_load(
+            target="aiosmtpd sink", messages=args.messages, seconds=args.timeout, **common
+        )
+        measure_server(result, proc.pid, before)
+        return result
+    finally:
+        await _stop(proc)
+
+
+def write_config(base: Path, fsync: bool, workers: int | None) -> tuple[Path, Path]:
+    """A config with every port 0 and cheap Argon2; returns (config file, mail_root)."""
+    root = base / "mail"
+    config = {
+        "hostname": "mail.example.test",
+        "mail_root": str(root),
+        "domains": [DOMAIN],
+        "log_level": "WARNING",
+        "smtp": {"host": HOST, "port": 0, "submission_port": 0, "smtps_port": 0},
+        "imap": {"host": HOST, "port": 0, "imaps_port": 0},
+        "exchange_api": {"host": HOST, "port": 0, "secure_port": 0},
+        "store": {"fsync": fsync},
+        "auth": {"argon2_time_cost": 1, "argon2_memory_kib": 64},
+    }
+    if workers is not None:
+        config["delivery"] = {"workers": workers}
+    path = base / "config.json"
+    path.write_text(json.dumps(config, indent=1))
+    return path, root
+
+
+def create_users(root: Path, fsync: bool) -> None:
+    from rmail.config import AuthConfig
+    from rmail.store import Store
+
+    store = Store.open(
+        root,
+        fsync=fsync,
+        auth=AuthConfig(argon2_time_cost=1, argon2_memory_kib=64),
+        hostname="mail.example.test",
+    )
+    try:
+        for address in (RCPT, WARMUP_RCPT):
+            store.create_user(address, "bench-password")
+    finally:
+        store.close()
+
+
+def count_inbox(root: Path, address: str) -> tuple[int, int]:
+    """(messages in the INBOX index, message files in new/ and cur/) of a user."""
+    from rmail.store import Store
+
+    store = Store.open(root, fsync=False, hostname="mail.example.test")
+    try:
+        folder = store.mailbox(address).folder("INBOX")
+        indexed = len(folder.refresh())
+        files = sum(len(os.listdir(folder.dir / sub)) for sub in ("new", "cur"))
+        return indexed, files
+    finally:
+        store.close()
+
+
+def read_ports(root: Path) -> dict[str, int] | None:
+    """``run/ports.json`` once the server has written it."""
+    try:
+        ports: dict[str, int] = json.loads((root / "run" / "ports.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return ports
+
+
+async def wait_ports(root: Path, proc: Process, log: Path) -> dict[str, int]:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.returncode is not None:
+            text = await asyncio.to_thread(log.read_text)
+            raise RuntimeError(f"rmail exited with {proc.returncode}:\n{text}")
+        ports = await asyncio.to_thread(read_ports, root)
+        if ports is not None:
+            return ports
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"rmail did not write run/ports.json in {START_TIMEOUT:.0f} s")
+
+
+def prepare_rmail(base: Path, fsync: bool, workers: int | None) -> tuple[Path, Path]:
+    """Config written and users created (before the server starts); (config, mail_root)."""
+    config, root = write_config(base, fsync, workers)
+    create_users(root, fsync)
+    return config, root
+
+
+async def bench_rmail(args: argparse.Namespace, base: Path) -> tuple[LoadResult, str]:
+    """Run the workload against a real rmail process; returns the result and the check."""
+    fsync = not args.no_fsync
+    config, root = await asyncio.to_thread(prepare_rmail, base, fsync, args.workers)
+    command = [sys.executable, "-m", "rmail", "serve", "--config", str(config)]
+    if args.cprofile:
+        command[1:1] = ["-m", "cProfile", "-o", str(args.cprofile)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RMAIL_")}
+    log = base / "rmail.log"
+    out = await asyncio.to_thread(log.open, "wb")
+    with out:
+        proc = await asyncio.create_subprocess_exec(
+            *command, stdout=out, stderr=asyncio.subprocess.STDOUT, env=env
+        )
+    spy: Process | None = None
+    try:
+        ports = await wait_ports(root, proc, log)
+        common = {"port": ports["smtp"], "clients": args.clients, "size": args.size}
+        await run_load(
+            target="warm-up", messages=2 * args.clients, rcpt=WARMUP_RCPT, seconds=30, **common
+        )
+        if args.py_spy:
+            spy = await start_py_spy(proc.pid, Path(args.py_spy), args.py_spy_idle)
+        before = snapshot(proc.pid)
+        result = await run_load(
+            target="rmail (fsync on)" if fsync else "rmail (fsync off)",
+            messages=args.messages,
+            rcpt=RCPT,
+            seconds=args.timeout,
+            **common,
+        )
+        measure_server(result, proc.pid, before)
+    finally:
+        if spy is not None:
+            await _stop(spy, signal.SIGINT)
+        await _stop(proc)
+    if proc.returncode != 0:
+        text = await asyncio.to_thread(log.read_text)
+        result.errors.append(f"rmail exited with {proc.returncode}: {text[-2000:]}")
+    indexed, files = await asyncio.to_thread(count_inbox, root, RCPT)
+    verdict = "OK" if indexed == files == result.ok else "MISMATCH"
+    check = (
+        f"INBOX check: {result.ok} accepted with 250, {indexed} indexed, "
+        f"{files} files in new/+cur/: {verdict}"
+    )
+    if verdict != "OK":
+        result.errors.append(check)
+    return result, check
+
+
+async def start_py_spy(pid: int, out: Path, idle: bool) -> Process | None:
+    """Sample every thread of the server until SIGINT (py-spy, when installed).
+
+    Without ``idle`` only the thread holding the GIL is sampled (where the Python CPU the
+    server is bound by goes); with it, every thread, also waiting in fsync, on a lock or in
+    epoll (where wall time goes).
+    """
+    exe = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    if not os.access(exe, os.X_OK):
+        print(f"py-spy not found; `pip install py-spy` for --py-spy {out}", file=sys.stderr)
+        return None
+    proc = await asyncio.create_subprocess_exec(
+        *(exe, "record", "--pid", str(pid), "--threads", "--rate", "250"),
+        *(["--idle"] if idle else ["--gil"]),
+        *("--format", "raw", "--output", str(out), "--nonblocking"),
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(0.5)  # let it attach before the load starts
+    return proc
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def machine() -> list[str]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    import aiosmtpd
+
+    return [
+        f"- CPU: {model}; nproc {len(os.sched_getaffinity(0))}",
+        f"- kernel {platform.release()}; Python {platform.python_version()}; "
+        f"aiosmtpd {aiosmtpd.__version__}",
+    ]
+
+
+def filesystem(path: Path) -> str:
+    """Filesystem type and mount point holding ``path`` (from /proc/mounts)."""
+    real = os.path.realpath(path)
+    best = ("?", "?")
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            parts = line.split()
+            mount, fstype = parts[1], parts[2]
+            inside = real == mount or real.startswith(mount.rstrip("/") + "/")
+            if inside and len(mount) >= len(best[0].rstrip("?")):
+                best = (mount, fstype)
+    return f"{best[1]} (mounted on {best[0]})"
+
+
+def table(results: Sequence[LoadResult], messages: int) -> list[str]:
+    lines = [
+        "| target | messages | clients | msg/s | p50 ms | p95 ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        shown = f"{r.ok}" if r.ok == messages else f"{r.ok} of {messages}"
+        lines.append(
+            f"| {r.target} | {shown} | {r.clients} | {r.rate:.0f} | "
+            f"{r.percentile(0.50):.1f} | {r.percentile(0.95):.1f} |"
+        )
+    lines += [
+        "",
+        "| target | wall s | server CPU s (of which kernel) | server CPU per msg ms "
+        "| generator CPU s "
+        "| other processes CPU s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        per = r.server_cpu / r.ok * 1000 if r.ok else float("nan")
+        lines.append(
+            f"| {r.target} | {r.wall:.2f} | {r.server_cpu:.2f} ({r.server_sys:.2f}) | {per:.2f} | "
+            f"{r.generator_cpu:.2f} | {max(0.0, r.other_cpu):.2f} |"
+        )
+    return lines
+
+
+def print_cprofile(path: Path, out: TextIO) -> None:
+    stats = pstats.Stats(str(path), stream=out)
+    print("\ncProfile of the server's main thread (event loop), top by own time:", file=out)
+    stats.sort_stats("tottime").print_stats(25)
+    print("top by cumulative time:", file=out)
+    stats.sort_stats("cumulative").print_stats(25)
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--messages", type=int, default=2000, help="messages per target")
+    parser.add_argument("--clients", type=int, default=10, help="concurrent connections")
+    parser.add_argument("--size", type=int, default=10240, help="message size in bytes")
+    parser.add_argument("--no-fsync", action="store_true", help="rmail with store.fsync false")
+    parser.add_argument("--quick", action="store_true", help="500 messages (smoke test)")
+    parser.add_argument(
+        "--timeout", type=float, default=45.0, help="seconds allowed per target's run"
+    )
+    parser.add_argument(
+        "--workers", type=int, help="rmail delivery.workers (default: rmail's default, 4)"
+    )
+    parser.add_argument("--dir", help="parent of the temp dir (default: the system temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir")
+    parser.add_argument("--cprofile", metavar="PATH", help="run rmail under cProfile to PATH")
+    parser.add_argument("--py-spy", metavar="PATH", help="sample rmail with py-spy to PATH")
+    parser.add_argument(
+        "--py-spy-idle", action="store_true", help="with --py-spy: sample waiting threads too"
+    )
+    parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.messages = min(args.messages, 500)
+    if args.messages < 1 or args.clients < 1 or args.size < 512:
+        parser.error("--messages and --clients must be >= 1, --size >= 512")
+    return args
+
+
+async def amain(args: argparse.Namespace) -> int:
+    base = Path(tempfile.mkdtemp(prefix="rmail-bench-smtp-", dir=args.dir))
+    try:
+        print("# SMTP intake benchmark (bench/smtp.py)\n")
+        print("\n".join(machine()))
+        probe = base / "probe"
+        probe.mkdir()
+        p50, p95 = fsync_probe(probe)
+        shutil.rmtree(probe)
+        print(f"- temp dir {base}: {filesystem(base)}")
+        print(f"- disk: write 10 KB + fsync file + fsync dir: p50 {p50:.1f} ms, p95 {p95:.1f} ms")
+        print(
+            f"- workload: {args.messages} messages of {args.size} bytes, {args.clients} clients, "
+            f"up to {PER_CONNECTION} messages per connection, rmail store.fsync "
+            f"{'false' if args.no_fsync else 'true'}, delivery.workers "
+            f"{args.workers or 'default (4)'}\n",
+            flush=True,
+        )
+        sink = await bench_sink(args)
+        rmail, check = await bench_rmail(args, base)
+        print("\n".join(table([sink, rmail], args.messages)))
+        print()
+        print(f"- {check}")
+        ratio = rmail.rate / sink.rate if sink.rate else 0.0
+        met = ratio >= TARGET_RATIO
+        condition = "" if not args.no_fsync else " (this run has fsync off: not the target's case)"
+        print(
+            f"- rmail/sink = {ratio:.2f}; target >= {TARGET_RATIO}x the sink's rate with fsync "
+            f"on: {'met' if met else 'NOT met'}{condition}"
+        )
+        failed = False
+        for r in (sink, rmail):
+            if r.timed_out:
+                print(f"- {r.target}: stopped after --timeout {args.timeout:.0f} s")
+                failed = True
+            for error in r.errors[:5]:
+                print(f"- {r.target} error: {error}")
+                failed = True
+            if r.other_cpu > 0.1 * r.wall * len(os.sched_getaffinity(0)):
+                print(
+                    f"- {r.target}: other processes used {r.other_cpu:.1f} CPU s during the run: "
+                    "the machine was not quiet, figures are pessimistic"
+                )
+            if len(r.errors) > 5:
+                print(f"- {r.target}: {len(r.errors) - 5} more errors")
+        if args.cprofile:
+            print_cprofile(Path(args.cprofile), sys.stdout)
+        if args.py_spy:
+            print(f"- py-spy samples (raw, collapsed stacks): {args.py_spy}")
+        return 1 if failed else 0
+    finally:
+        if args.keep:
+            print(f"- kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.sink:
+        asyncio.run(_sink_main())
+        return 0
+    return asyncio.run(amain(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
