@@ -30,6 +30,8 @@ from rmail.config import Config
 from rmail.delivery import Delivery
 from rmail.errors import ConfigError
 from rmail.events import EventBus
+from rmail.imap.server import ImapListeners
+from rmail.imap.state import ImapServices
 from rmail.ratelimit import LoginLimiter
 from rmail.smtp.handler import Mode, SmtpHandler
 from rmail.smtp.listeners import SmtpListeners
@@ -59,6 +61,7 @@ class Server:
     ports: dict[str, int] = field(default_factory=dict)
     _runners: list[web.AppRunner] = field(default_factory=list)
     _smtp: SmtpListeners | None = None
+    _imap: ImapListeners | None = None
     # How SIGHUP gets the new configuration (see serve()); None: re-read config.source.
     reload_config: Callable[[], Config] | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -106,6 +109,10 @@ class Server:
         cfg = self.config
         self._smtp = SmtpListeners(cfg.smtp, cfg.hostname, self._smtp_handler, self.ssl_context)
         self.ports.update(await self._smtp.start())
+        self._imap = ImapListeners(
+            ImapServices(cfg, self.store, self.authenticator, self.events), self.ssl_context
+        )
+        self.ports.update(await self._imap.start())
         runner = web.AppRunner(
             make_app(cfg, self.store), access_log=None, shutdown_timeout=SHUTDOWN_GRACE
         )
@@ -122,7 +129,13 @@ class Server:
             await site.start()
             self.ports[name] = _bound_port(site)
         for name, port in self.ports.items():
-            host = cfg.exchange_api.host if name.startswith("http") else cfg.smtp.host
+            host = (
+                cfg.exchange_api.host
+                if name.startswith("http")
+                else cfg.imap.host
+                if name.startswith("imap")
+                else cfg.smtp.host
+            )
             logger.info("listening service=%s host=%s port=%d", name, host, port)
         ports_json = json.dumps(self.ports, indent=1).encode() + b"\n"
         await asyncio.to_thread(
@@ -166,6 +179,8 @@ class Server:
         self.config = new
         if self._smtp is not None:
             self._smtp.config = new.smtp
+        if self._imap is not None:
+            self._imap.services.config = new
         try:
             cert, key = self._tls_files()
             # New handshakes use the new pair; connections already open keep theirs.
@@ -182,6 +197,8 @@ class Server:
         logger.info("shutting down")
         if self._smtp is not None:
             await self._smtp.stop(SHUTDOWN_GRACE)
+        if self._imap is not None:
+            await self._imap.stop(SHUTDOWN_GRACE)
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()

@@ -90,6 +90,26 @@ class ImapConfig:
     port: int = _port(1143, "IMAP port with STARTTLS (production: 143).")
     imaps_port: int = _port(1993, "IMAP port with implicit TLS (production: 993).")
     max_connections: int = _opt(100, "Simultaneous IMAP connections.", lo=1)
+    # RFC 3501 §5.4: an authenticated client may stay idle at least 30 minutes.
+    autologout_seconds: int = _opt(
+        1800, "Idle seconds before an authenticated client is logged out.", lo=1800
+    )
+    preauth_timeout: int = _opt(
+        60, "Seconds a client may take to log in before it is disconnected.", lo=5
+    )
+    max_bad_commands: int = _opt(
+        10, "BAD replies in one connection before it is closed with BYE.", lo=1
+    )
+    # RFC 7162 §4: clients should be able to send lines of at least 8192 octets.
+    max_line_length: int = _opt(65536, "Longest command line, literals excluded (bytes).", lo=8192)
+    max_literal: int = _opt(
+        1048576,
+        "Largest literal outside APPEND (bytes); APPEND takes smtp.max_message_size.",
+        lo=1024,
+    )
+    plaintext_auth_on_loopback: bool = _opt(
+        False, "Allow LOGIN/AUTHENTICATE without TLS from 127.0.0.1/::1 (scripts, tests)."
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,1096 @@
+"""One IMAP session: the state machine and one ``do_<command>`` per command.
+
+The server hands each parsed command to :meth:`Session.handle`. Which states allow a
+command is declared on the command class (``Command.states``); the session checks it once.
+Handlers check arguments, make their store calls off the event loop (``_io``), and send
+responses through the connection. Errors of the store map to response codes in one table
+(``_ERROR_CODES``); anything else is a bug: ``NO [SERVERBUG]`` and a traceback in the log.
+
+Invariants:
+
+- one command at a time per connection; responses go out in order;
+- no EXPUNGE while answering FETCH, STORE or SEARCH (RFC 3501 §7.4.1);
+- changes are published on the event bus only after the store call returned (durable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol, TypeVar
+
+from rmail import __version__
+from rmail.auth import Authenticator
+from rmail.config import Config
+from rmail.errors import (
+    AlreadyExists,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    QuotaExceeded,
+    RateLimited,
+    ReadOnly,
+    RmailError,
+    TemporaryFailure,
+)
+from rmail.events import EventBus, FlagsChanged, MessageAdded, MessagesExpunged
+from rmail.imap import fetch, mutf7, responses, search, thread
+from rmail.imap.parser import commands as c
+from rmail.imap.parser.types import FetchAttr, SearchKey, SequenceSet
+from rmail.imap.responses import Code
+from rmail.imap.selected import BadSequence, SelectedView
+from rmail.store import Store
+from rmail.store.accounts import Account
+from rmail.store.maildir import INBOX, Folder, Mailbox
+from rmail.store.mailindex import MessageMeta
+
+__all__ = ["Conn", "ImapServices", "Session"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SEPARATOR: Final = "/"
+# Parsed messages kept per session: FETCH of headers then bodies touches the same few.
+_PARSE_CACHE: Final = 64
+# FETCH renders this many messages per trip to a worker thread.
+_FETCH_CHUNK: Final = 200
+_ERROR_CODES: Final[tuple[tuple[type[RmailError], Code | None], ...]] = (
+    (QuotaExceeded, Code.OVERQUOTA),
+    (AlreadyExists, Code.ALREADYEXISTS),
+    (NotFound, Code.NONEXISTENT),
+    (PermissionDenied, Code.NOPERM),
+    (ReadOnly, Code.CANNOT),
+    (InvalidInput, Code.CANNOT),
+    (TemporaryFailure, Code.UNAVAILABLE),
+    (RateLimited, Code.UNAVAILABLE),
+)
+
+
+class Conn(Protocol):
+    """What a session needs of its connection (server.py provides it)."""
+
+    peer_ip: str | None
+    tls: bool
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def read_line(self) -> bytes: ...
+
+    async def start_tls(self) -> None: ...
+
+
+@dataclass
+class ImapServices:
+    """What every session shares: configuration, store, authenticator, events."""
+
+    config: Config
+    store: Store
+    authenticator: Authenticator
+    events: EventBus
+    # (address, folder) -> highest UID already shown as \Recent to some session.
+    recent_claimed: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    @property
+    def append_limit(self) -> int:
+        return self.config.smtp.max_message_size
+
+
+class Session:
+    """The state of one IMAP connection."""
+
+    def __init__(self, services: ImapServices, conn: Conn) -> None:
+        self.services = services
+        self.conn = conn
+        self.state: c.State = "not_authenticated"
+        self.account: Account | None = None
+        self.mailbox: Mailbox | None = None
+        self.selected: SelectedView | None = None
+        self.enabled: set[str] = set()
+        self.logged_out = False
+        self._parsed: OrderedDict[tuple[str, int], fetch.ParsedMessage] = OrderedDict()
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    @property
+    def condstore(self) -> bool:
+        return "CONDSTORE" in self.enabled or "QRESYNC" in self.enabled
+
+    @property
+    def qresync(self) -> bool:
+        return "QRESYNC" in self.enabled
+
+    @property
+    def utf8(self) -> bool:
+        return "UTF8=ACCEPT" in self.enabled
+
+    async def _io(self, func: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(func, *args)
+
+    async def send(self, data: bytes) -> None:
+        await self.conn.send(data)
+
+    def plaintext_allowed(self) -> bool:
+        cfg = self.services.config.imap
+        return self.conn.tls or (
+            cfg.plaintext_auth_on_loopback and self.conn.peer_ip in {"127.0.0.1", "::1"}
+        )
+
+    def capabilities(self) -> list[str]:
+        caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
+        if self.state == "not_authenticated":
+            if not self.conn.tls:
+                caps.append("STARTTLS")
+            if self.plaintext_allowed():
+                caps += ["AUTH=PLAIN", "AUTH=LOGIN"]
+            else:
+                caps.append("LOGINDISABLED")
+            return caps
+        return [
+            *caps,
+            "NAMESPACE",
+            "UNSELECT",
+            "UIDPLUS",
+            "MOVE",
+            "CHILDREN",
+            "SPECIAL-USE",
+            "CREATE-SPECIAL-USE",
+            "LIST-EXTENDED",
+            "LIST-STATUS",
+            "CONDSTORE",
+            "QRESYNC",
+            "ESEARCH",
+            "SEARCHRES",
+            "SORT",
+            "ESORT",
+            "THREAD=ORDEREDSUBJECT",
+            "THREAD=REFERENCES",
+            "QUOTA",
+            "QUOTA=RES-STORAGE",
+            "MULTIAPPEND",
+            "BINARY",
+            "STATUS=SIZE",
+            f"APPENDLIMIT={self.services.append_limit}",
+        ]
+
+    def _encode_name(self, name: str) -> bytes:
+        if self.utf8:
+            return responses.string(name, utf8=True)
+        return responses.astring(mutf7.encode(name))
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    async def handle(self, cmd: c.Command) -> None:
+        """Run one command and send its responses (the tagged one last)."""
+        if self.state not in cmd.states:
+            await self.send(
+                responses.tagged(cmd.tag, "BAD", f"{cmd.name} is not allowed in state {self.state}")
+            )
+            return
+        handler = getattr(self, f"do_{type(cmd).__name__.removesuffix('Command').lower()}")
+        try:
+            await handler(cmd)
+        except BadSequence as exc:
+            await self.send(responses.tagged(cmd.tag, "BAD", str(exc)))
+        except RmailError as exc:
+            code = next((code for kind, code in _ERROR_CODES if isinstance(exc, kind)), None)
+            logger.info("command refused cmd=%s reason=%s", cmd.name, exc)
+            await self.send(responses.tagged(cmd.tag, "NO", str(exc), code=code))
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception:
+            logger.exception("command failed cmd=%s", cmd.name)
+            await self.send(
+                responses.tagged(cmd.tag, "NO", "internal error, try again", code=Code.SERVERBUG)
+            )
+
+    async def _ok(self, tag: str, text: str, code: bytes | Code | None = None) -> None:
+        await self.send(responses.tagged(tag, "OK", text, code=code))
+
+    async def pending_updates(self, *, allow_expunge: bool = True) -> None:
+        """Send what changed in the selected mailbox since the client last heard."""
+        view = self.selected
+        if view is None:
+            return
+        try:
+            await self._io(view.folder.refresh)
+        except NotFound:
+            # Deleted by another session: sequence numbers mean nothing any more, so the
+            # connection ends (as Dovecot does); the client reconnects and lists again.
+            self.selected = None
+            await self.send(responses.untagged(b"BYE the selected mailbox was deleted"))
+            self.logged_out = True
+            return
+        for line in view.updates(
+            allow_expunge=allow_expunge, condstore=self.condstore, qresync=self.qresync
+        ):
+            await self.send(line)
+
+    # -- any state ---------------------------------------------------------------------------
+
+    async def do_capability(self, cmd: c.CapabilityCommand) -> None:
+        await self.send(
+            responses.untagged(("CAPABILITY " + " ".join(self.capabilities())).encode())
+        )
+        await self._ok(cmd.tag, "CAPABILITY completed")
+
+    async def do_noop(self, cmd: c.NoopCommand) -> None:
+        await self.pending_updates()
+        await self._ok(cmd.tag, "NOOP completed")
+
+    async def do_logout(self, cmd: c.LogoutCommand) -> None:
+        await self.send(responses.untagged(b"BYE rmail logging out"))
+        await self._ok(cmd.tag, "LOGOUT completed")
+        self.logged_out = True
+
+    async def do_id(self, cmd: c.IdCommand) -> None:
+        if cmd.params:
+            logger.info("client id %s", " ".join(f"{k}={v}" for k, v in cmd.params[:8]))
+        fields = [b'"name"', b'"rmail"', b'"version"', responses.quoted(__version__)]
+        await self.send(responses.untagged(b"ID " + responses.imap_list(fields)))
+        await self._ok(cmd.tag, "ID completed")
+
+    # -- not authenticated -----------------------------------------------------------------
+
+    async def do_starttls(self, cmd: c.StartTlsCommand) -> None:
+        if self.conn.tls:
+            await self.send(responses.tagged(cmd.tag, "BAD", "TLS is already active"))
+            return
+        await self._ok(cmd.tag, "Begin TLS negotiation now")
+        await self.conn.start_tls()
+
+    async def do_login(self, cmd: c.LoginCommand) -> None:
+        if not self.plaintext_allowed():
+            await self.send(
+                responses.tagged(
+                    cmd.tag, "NO", "use STARTTLS or port 993 first", code=Code.PRIVACYREQUIRED
+                )
+            )
+            return
+        await self._login(cmd.tag, cmd.username, cmd.password)
+
+    async def do_authenticate(self, cmd: c.AuthenticateCommand) -> None:
+        mechanism = cmd.mechanism.upper()
+        if mechanism not in {"PLAIN", "LOGIN"}:
+            await self.send(responses.tagged(cmd.tag, "NO", f"unsupported mechanism {mechanism}"))
+            return
+        if not self.plaintext_allowed():
+            await self.send(
+                responses.tagged(
+                    cmd.tag, "NO", "use STARTTLS or port 993 first", code=Code.PRIVACYREQUIRED
+                )
+            )
+            return
+        if mechanism == "PLAIN":
+            blob = await self._sasl_step(cmd.initial_response, b"")
+            if blob is None:
+                await self.send(responses.tagged(cmd.tag, "BAD", "authentication cancelled"))
+                return
+            parts = blob.split(b"\x00")
+            if len(parts) != 3 or (parts[0] and parts[0].lower() != parts[1].lower()):
+                await self.send(responses.tagged(cmd.tag, "BAD", "malformed PLAIN response"))
+                return
+            user, password = (
+                parts[1].decode("utf-8", "replace"),
+                parts[2].decode("utf-8", "replace"),
+            )
+        else:
+            login = await self._sasl_step(cmd.initial_response, b"Username:")
+            password_b = None if login is None else await self._sasl_step(None, b"Password:")
+            if login is None or password_b is None:
+                await self.send(responses.tagged(cmd.tag, "BAD", "authentication cancelled"))
+                return
+            user = login.decode("utf-8", "replace")
+            password = password_b.decode("utf-8", "replace")
+        await self._login(cmd.tag, user, password)
+
+    async def _sasl_step(self, initial: str | None, challenge: bytes) -> bytes | None:
+        """One SASL exchange (RFC 3501 §6.2.2): None when the client cancels with ``*``."""
+        if initial is not None:
+            text = b"" if initial == "=" else initial.encode("ascii", "replace")
+        else:
+            await self.send(responses.continuation(base64.b64encode(challenge)))
+            text = (await self.conn.read_line()).rstrip(b"\r\n")
+        if text == b"*":
+            return None
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+
+    async def _login(self, tag: str, user: str, password: str) -> None:
+        try:
+            account = await self.services.authenticator.login(
+                user, password, self.conn.peer_ip, "imap"
+            )
+        except RateLimited:
+            await self.send(
+                responses.tagged(
+                    tag, "NO", "too many failed logins, try again later", code=Code.UNAVAILABLE
+                )
+            )
+            return
+        except PermissionDenied:
+            await self.send(
+                responses.tagged(tag, "NO", "invalid credentials", code=Code.AUTHENTICATIONFAILED)
+            )
+            return
+        self.account = account
+        self.mailbox = await self._io(self.services.store.mailbox, account.address)
+        self.state = "authenticated"
+        caps = ("CAPABILITY " + " ".join(self.capabilities())).encode()
+        await self._ok(tag, "logged in", code=caps)
+
+    # -- authenticated -----------------------------------------------------------------------
+
+    def _mb(self) -> Mailbox:
+        assert self.mailbox is not None
+        return self.mailbox
+
+    def _address(self) -> str:
+        assert self.account is not None
+        return self.account.address
+
+    async def _folder(self, name: str) -> Folder:
+        return await self._io(self._mb().folder, name)
+
+    async def do_select(self, cmd: c.SelectCommand) -> None:
+        if self.selected is not None:
+            self.selected = None
+            self.state = "authenticated"
+            await self.send(responses.untagged(b"OK [CLOSED] previous mailbox closed"))
+        if cmd.condstore:
+            self.enabled.add("CONDSTORE")
+        if cmd.qresync is not None and not self.qresync:
+            await self.send(responses.tagged(cmd.tag, "BAD", "QRESYNC is not enabled"))
+            return
+        folder = await self._folder(cmd.mailbox)
+        key = (self._address(), folder.name)
+        claimed = self.services.recent_claimed.get(key, 0)
+        view = SelectedView.open(folder, cmd.readonly, claimed + 1)
+        if not cmd.readonly:
+            self.services.recent_claimed[key] = max(claimed, view.uidnext - 1)
+        index = folder.index
+        out = [
+            view.flags_response(),
+            responses.untagged(
+                b"OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] "
+                b"flags permitted"
+                if not cmd.readonly
+                else b"OK [PERMANENTFLAGS ()] read-only"
+            ),
+            responses.untagged(b"%d EXISTS" % view.exists),
+            responses.untagged(b"%d RECENT" % len(view.recent)),
+        ]
+        first_unseen = (
+            next((i + 1 for i, m in enumerate(index.masks) if not m & 1), None)
+            if index.unseen
+            else None
+        )
+        if first_unseen is not None:
+            out.append(responses.untagged(b"OK [UNSEEN %d] first unseen" % first_unseen))
+        out += [
+            responses.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % index.uidvalidity),
+            responses.untagged(b"OK [UIDNEXT %d] predicted next UID" % index.uidnext),
+            responses.untagged(b"OK [HIGHESTMODSEQ %d] highest" % index.highestmodseq),
+        ]
+        for line in out:
+            await self.send(line)
+        if cmd.qresync is not None and cmd.qresync.uidvalidity == index.uidvalidity:
+            await self._qresync(view, cmd.qresync)
+        self.selected = view
+        self.state = "selected"
+        mode = b"READ-ONLY" if cmd.readonly else b"READ-WRITE"
+        verb = "EXAMINE" if cmd.readonly else "SELECT"
+        await self._ok(cmd.tag, f"{verb} completed", code=mode)
+
+    async def _qresync(self, view: SelectedView, params: c.QResyncParams) -> None:
+        """RFC 7162 §3.2.5.1: VANISHED (EARLIER) and FETCH of what changed since modseq."""
+        index = view.index
+        known = params.known_uids
+        gone = index.vanished_since(params.modseq)
+        if known is not None:
+            top = max(index.uidnext - 1, 1)
+            gone = [u for u in gone if known.contains(u, top)]
+        if gone:
+            await self.send(
+                responses.untagged(b"VANISHED (EARLIER) " + responses.sequence_set(gone))
+            )
+        for pos, modseq in enumerate(index.modseqs):
+            if modseq > params.modseq:
+                meta = index.meta_at(pos)
+                seq = view.seq_of(meta.uid)
+                if seq is not None:
+                    await self.send(view.fetch_flags(seq, meta, uid=True, modseq=True))
+
+    async def do_create(self, cmd: c.CreateCommand) -> None:
+        name = cmd.mailbox.rstrip(SEPARATOR)
+        use = cmd.special_use[0] if cmd.special_use else None
+        if len(cmd.special_use) > 1:
+            raise InvalidInput("one special-use attribute per mailbox")
+        await self._io(self._mb().create_folder, name, use)
+        await self._ok(cmd.tag, "CREATE completed")
+
+    async def do_delete(self, cmd: c.DeleteCommand) -> None:
+        if self.selected is not None and self.selected.folder.name == cmd.mailbox:
+            self.selected = None
+            self.state = "authenticated"
+        await self._io(self._mb().delete_folder, cmd.mailbox)
+        await self._ok(cmd.tag, "DELETE completed")
+
+    async def do_rename(self, cmd: c.RenameCommand) -> None:
+        await self._io(self._mb().rename_folder, cmd.old, cmd.new)
+        await self._ok(cmd.tag, "RENAME completed")
+
+    async def do_subscribe(self, cmd: c.SubscribeCommand) -> None:
+        await self._io(self._mb().subscribe, cmd.mailbox)
+        await self._ok(cmd.tag, "SUBSCRIBE completed")
+
+    async def do_unsubscribe(self, cmd: c.UnsubscribeCommand) -> None:
+        await self._io(self._mb().unsubscribe, cmd.mailbox)
+        await self._ok(cmd.tag, "UNSUBSCRIBE completed")
+
+    async def do_namespace(self, cmd: c.NamespaceCommand) -> None:
+        await self.send(responses.untagged(b'NAMESPACE (("" "/")) NIL NIL'))
+        await self._ok(cmd.tag, "NAMESPACE completed")
+
+    async def do_enable(self, cmd: c.EnableCommand) -> None:
+        known = {"CONDSTORE", "QRESYNC"}
+        new = [cap for cap in cmd.capabilities if cap in known and cap not in self.enabled]
+        self.enabled.update(new)
+        if "QRESYNC" in new:
+            self.enabled.add("CONDSTORE")
+        await self.send(responses.untagged(("ENABLED " + " ".join(new)).strip().encode()))
+        await self._ok(cmd.tag, "ENABLE completed")
+
+    async def do_list(self, cmd: c.ListCommand) -> None:
+        infos = await self._io(self._mb().list_folders)
+        subscribed_only = "SUBSCRIBED" in cmd.select_options
+        special_only = "SPECIAL-USE" in cmd.select_options
+        want_subscribed = subscribed_only or "SUBSCRIBED" in cmd.return_options
+        want_special = not cmd.extended or special_only or "SPECIAL-USE" in cmd.return_options
+        patterns = [cmd.reference + p for p in cmd.patterns]
+        if patterns == [cmd.reference] and not cmd.extended:
+            # RFC 3501 §6.3.8: an empty pattern asks for the hierarchy delimiter.
+            await self.send(responses.untagged(b'LIST (\\Noselect) "/" ""'))
+            await self._ok(cmd.tag, "LIST completed")
+            return
+        matchers = [_pattern(p) for p in patterns]
+        names = {i.name for i in infos}
+        for info in infos:
+            if not any(m(info.name) for m in matchers):
+                continue
+            if subscribed_only and not info.subscribed:
+                continue
+            if special_only and not info.special_use:
+                continue
+            attrs = [b"\\HasChildren" if info.has_children else b"\\HasNoChildren"]
+            if want_subscribed and info.subscribed:
+                attrs.append(b"\\Subscribed")
+            if want_special and info.special_use:
+                attrs.append(info.special_use.encode())
+            await self.send(
+                responses.untagged(
+                    b"LIST " + responses.imap_list(attrs) + b' "/" ' + self._encode_name(info.name)
+                )
+            )
+            if cmd.return_status:
+                await self._status_line(info.name, cmd.return_status)
+        if subscribed_only:
+            # Subscriptions to folders that no longer exist still list (RFC 5258 §3).
+            for name in await self._io(self._mb().subscriptions):
+                if name not in names and any(m(name) for m in matchers):
+                    line = b'LIST (\\Subscribed \\NonExistent) "/" ' + self._encode_name(name)
+                    await self.send(responses.untagged(line))
+        await self._ok(cmd.tag, "LIST completed")
+
+    async def do_lsub(self, cmd: c.LsubCommand) -> None:
+        infos = {i.name: i for i in await self._io(self._mb().list_folders)}
+        match = _pattern(cmd.reference + cmd.pattern)
+        for name in await self._io(self._mb().subscriptions):
+            if match(name):
+                attrs = b"()" if name in infos else b"(\\Noselect)"
+                await self.send(
+                    responses.untagged(b"LSUB " + attrs + b' "/" ' + self._encode_name(name))
+                )
+        await self._ok(cmd.tag, "LSUB completed")
+
+    async def do_status(self, cmd: c.StatusCommand) -> None:
+        await self._status_line(cmd.mailbox, cmd.items)
+        await self._ok(cmd.tag, "STATUS completed")
+
+    async def _status_line(self, name: str, items: Sequence[str]) -> None:
+        folder = await self._folder(name)
+        index = folder.index
+        key = (self._address(), folder.name)
+        claimed = self.services.recent_claimed.get(key, 0)
+        values = {
+            "MESSAGES": len(index),
+            "RECENT": sum(1 for u in index.uids if u > claimed),
+            "UIDNEXT": index.uidnext,
+            "UIDVALIDITY": index.uidvalidity,
+            "UNSEEN": index.unseen,
+            "HIGHESTMODSEQ": index.highestmodseq,
+            "SIZE": index.total_size,
+            "APPENDLIMIT": self.services.append_limit,
+        }
+        pairs = b" ".join(b"%s %d" % (item.encode(), values[item]) for item in items)
+        await self.send(
+            responses.untagged(b"STATUS " + self._encode_name(folder.name) + b" (" + pairs + b")")
+        )
+
+    async def do_append(self, cmd: c.AppendCommand) -> None:
+        try:
+            folder = await self._folder(cmd.mailbox)
+        except NotFound:
+            await self.send(responses.tagged(cmd.tag, "NO", "no such mailbox", code=Code.TRYCREATE))
+            return
+        for message in cmd.messages:
+            if len(message.data) > self.services.append_limit:
+                await self.send(
+                    responses.tagged(cmd.tag, "NO", "message too big", code=Code.TOOBIG)
+                )
+                return
+            if not message.data:
+                await self.send(responses.tagged(cmd.tag, "NO", "empty message"))
+                return
+        items = [
+            (m.data, m.flags, int(m.date.timestamp()) if m.date else None) for m in cmd.messages
+        ]
+        metas = await self._io(folder.append_many, items)
+        for meta in metas:
+            self.services.events.publish(MessageAdded(self._address(), folder.name, meta.uid))
+        await self.pending_updates()
+        uids = responses.sequence_set([m.uid for m in metas])
+        code = b"APPENDUID %d %s" % (folder.index.uidvalidity, uids)
+        await self._ok(cmd.tag, "APPEND completed", code=code)
+
+    async def do_getquotaroot(self, cmd: c.GetQuotaRootCommand) -> None:
+        await self._folder(cmd.mailbox)
+        await self.send(responses.untagged(b"QUOTAROOT " + self._encode_name(cmd.mailbox) + b' ""'))
+        await self._quota_line()
+        await self._ok(cmd.tag, "GETQUOTAROOT completed")
+
+    async def do_getquota(self, cmd: c.GetQuotaCommand) -> None:
+        if cmd.root != "":
+            raise NotFound('no such quota root; the only one is ""')
+        await self._quota_line()
+        await self._ok(cmd.tag, "GETQUOTA completed")
+
+    async def _quota_line(self) -> None:
+        account = await self._io(self.services.store.accounts.get_user, self._address())
+        used = await self._io(self._mb().usage_bytes)
+        # RFC 9208: STORAGE is in units of 1024 octets.
+        line = b'QUOTA "" (STORAGE %d %d)' % ((used + 1023) // 1024, account.quota_mb * 1024)
+        await self.send(responses.untagged(line))
+
+    async def do_idle(self, cmd: c.IdleCommand) -> None:
+        """RFC 2177: push changes until the client says DONE."""
+        await self.send(responses.continuation(b"idling"))
+        subscription = self.services.events.subscribe(self._address())
+        reader = asyncio.ensure_future(self.conn.read_line())
+        # RFC 2177: clients re-issue IDLE within 29 minutes; past the autologout time the
+        # client is gone.
+        deadline = time.monotonic() + self.services.config.imap.autologout_seconds
+        try:
+            await self.pending_updates()
+            while True:
+                if time.monotonic() > deadline:
+                    await self.send(responses.untagged(b"BYE autologout; idle for too long"))
+                    self.logged_out = True
+                    return
+                getter = asyncio.ensure_future(subscription.get())
+                done, _ = await asyncio.wait(
+                    {reader, getter}, timeout=30, return_when=asyncio.FIRST_COMPLETED
+                )
+                if getter in done:
+                    event = getter.result()
+                    if self.selected is not None and event.folder == self.selected.folder.name:
+                        await self.pending_updates()
+                else:
+                    getter.cancel()
+                    if not done:
+                        # Changes by other processes (rmail deliver) do not reach the bus.
+                        await self.pending_updates()
+                if reader in done:
+                    line = reader.result()
+                    if line.rstrip(b"\r\n").upper() != b"DONE":
+                        await self.send(responses.tagged(cmd.tag, "BAD", "expected DONE"))
+                        return
+                    break
+        finally:
+            subscription.close()
+            if not reader.done():
+                reader.cancel()
+        await self._ok(cmd.tag, "IDLE terminated")
+
+    # -- selected ---------------------------------------------------------------------------
+
+    def _view(self) -> SelectedView:
+        assert self.selected is not None
+        return self.selected
+
+    async def do_check(self, cmd: c.CheckCommand) -> None:
+        await self.pending_updates()
+        await self._ok(cmd.tag, "CHECK completed")
+
+    async def do_unselect(self, cmd: c.UnselectCommand) -> None:
+        self.selected = None
+        self.state = "authenticated"
+        await self._ok(cmd.tag, "UNSELECT completed")
+
+    async def do_close(self, cmd: c.CloseCommand) -> None:
+        view = self._view()
+        if not view.readonly:
+            gone = await self._io(view.folder.expunge, None)
+            self._publish_expunge(view, [m.uid for m in gone])
+        self.selected = None
+        self.state = "authenticated"
+        await self._ok(cmd.tag, "CLOSE completed")
+
+    def _publish_expunge(self, view: SelectedView, uids: list[int]) -> None:
+        if uids:
+            self.services.events.publish(
+                MessagesExpunged(self._address(), view.folder.name, tuple(uids))
+            )
+
+    async def do_expunge(self, cmd: c.ExpungeCommand) -> None:
+        view = self._view()
+        if view.readonly:
+            raise ReadOnly("mailbox is read-only (EXAMINE)")
+        index = view.index
+        await self._io(view.folder.refresh)
+        deleted = [index.uids[i] for i, m in enumerate(index.masks) if m & 8]
+        if cmd.uids is not None:
+            wanted = set(view.resolve(cmd.uids, uid=True))
+            deleted = [u for u in deleted if u in wanted]
+        gone = await self._io(view.folder.expunge, deleted)
+        uids = [m.uid for m in gone]
+        self._publish_expunge(view, uids)
+        for line in view.forget(uids, qresync=self.qresync):
+            await self.send(line)
+        await self.pending_updates()
+        code = b"HIGHESTMODSEQ %d" % index.highestmodseq if self.condstore else None
+        await self._ok(cmd.tag, "EXPUNGE completed", code=code)
+
+    async def do_store(self, cmd: c.StoreCommand) -> None:
+        view = self._view()
+        if view.readonly:
+            raise ReadOnly("mailbox is read-only (EXAMINE)")
+        await self._io(view.folder.refresh)
+        uids = view.resolve(cmd.set, uid=cmd.uid)
+        results = await self._io(self._store_all, view.folder, uids, cmd)
+        modified: list[int] = []
+        for uid, before, after in results:
+            if after is None:
+                continue
+            if cmd.unchanged_since is not None and before.modseq > cmd.unchanged_since:
+                modified.append(uid if cmd.uid else (view.seq_of(uid) or 0))
+                continue
+            changed = after.modseq != before.modseq
+            if changed:
+                view.mark_own(after)
+                self.services.events.publish(
+                    FlagsChanged(self._address(), view.folder.name, uid, after.modseq)
+                )
+            if not cmd.silent or (changed and self.condstore and cmd.unchanged_since is not None):
+                seq = view.seq_of(uid)
+                if seq is not None:
+                    await self.send(
+                        view.fetch_flags(seq, after, uid=cmd.uid, modseq=self.condstore)
+                    )
+        await self.pending_updates(allow_expunge=cmd.uid)
+        code = None
+        if modified:
+            code = b"MODIFIED " + responses.sequence_set(sorted(modified))
+        await self._ok(cmd.tag, "STORE completed", code=code)
+
+    @staticmethod
+    def _store_all(
+        folder: Folder, uids: list[int], cmd: c.StoreCommand
+    ) -> list[tuple[int, MessageMeta, MessageMeta | None]]:
+        out: list[tuple[int, MessageMeta, MessageMeta | None]] = []
+        for uid in uids:
+            try:
+                before, after = folder.change_flags(
+                    uid, cmd.op, cmd.flags, unchanged_since=cmd.unchanged_since
+                )
+            except NotFound:
+                continue  # expunged meanwhile; the client hears of it later
+            out.append((uid, before, after))
+        return out
+
+    async def do_copy(self, cmd: c.CopyCommand) -> None:
+        await self._copy_or_move(cmd.tag, cmd.set, cmd.mailbox, cmd.uid, move=False)
+
+    async def do_move(self, cmd: c.MoveCommand) -> None:
+        await self._copy_or_move(cmd.tag, cmd.set, cmd.mailbox, cmd.uid, move=True)
+
+    async def _copy_or_move(
+        self, tag: str, seqset: SequenceSet, mailbox: str, uid: bool, *, move: bool
+    ) -> None:
+        view = self._view()
+        if move and view.readonly:
+            raise ReadOnly("mailbox is read-only (EXAMINE)")
+        try:
+            dest = await self._folder(mailbox)
+        except NotFound:
+            await self.send(responses.tagged(tag, "NO", "no such mailbox", code=Code.TRYCREATE))
+            return
+        uids = view.resolve(seqset, uid=uid)
+        operation = view.folder.move_to if move else view.folder.copy_to
+        pairs = await self._io(operation, uids, dest)
+        for _src, new in pairs:
+            self.services.events.publish(MessageAdded(self._address(), dest.name, new))
+        code = None
+        if pairs:
+            code = b"COPYUID %d %s %s" % (
+                dest.index.uidvalidity,
+                responses.sequence_set([s for s, _ in pairs]),
+                responses.sequence_set([d for _, d in pairs]),
+            )
+        if move:
+            if code is not None:
+                await self.send(responses.untagged(b"OK [" + code + b"] moved"))
+            moved = [s for s, _ in pairs]
+            self._publish_expunge(view, moved)
+            for line in view.forget(moved, qresync=self.qresync):
+                await self.send(line)
+            await self.pending_updates()
+            await self._ok(tag, "MOVE completed")
+            return
+        await self.pending_updates(allow_expunge=uid)
+        await self._ok(tag, "COPY completed", code=code)
+
+    # -- FETCH -------------------------------------------------------------------------------
+
+    async def do_fetch(self, cmd: c.FetchCommand) -> None:
+        view = self._view()
+        if cmd.vanished and not (cmd.uid and self.qresync and cmd.changed_since is not None):
+            await self.send(
+                responses.tagged(
+                    cmd.tag, "BAD", "VANISHED needs UID FETCH, CHANGEDSINCE and QRESYNC"
+                )
+            )
+            return
+        if cmd.changed_since is not None:
+            self.enabled.add("CONDSTORE")
+        await self._io(view.folder.refresh)
+        uids = view.resolve(cmd.set, uid=cmd.uid)
+        if cmd.vanished and cmd.changed_since is not None:
+            top = view.uids[-1] if view.uids else 0
+            gone = [
+                u for u in view.index.vanished_since(cmd.changed_since) if cmd.set.contains(u, top)
+            ]
+            if gone:
+                await self.send(
+                    responses.untagged(b"VANISHED (EARLIER) " + responses.sequence_set(gone))
+                )
+        attrs = list(cmd.attrs)
+        names = {a.name for a in attrs}
+        if cmd.uid and "UID" not in names:
+            attrs.insert(0, FetchAttr("UID"))
+        # RFC 7162 §3.1.4.1: CHANGEDSINCE implies MODSEQ in every response.
+        if cmd.changed_since is not None and "MODSEQ" not in names:
+            attrs.append(FetchAttr("MODSEQ"))
+        sets_seen = not view.readonly and any(
+            (a.name == "BODY[]" and not a.peek)
+            or a.name in {"RFC822", "RFC822.TEXT"}
+            or (a.name == "BINARY[]" and not a.peek)
+            for a in attrs
+        )
+        entries = view.metas(uids)
+        if cmd.changed_since is not None:
+            entries = [(s, m) for s, m in entries if m.modseq > cmd.changed_since]
+        missing = len(entries) < len(uids)
+        for start in range(0, len(entries), _FETCH_CHUNK):
+            chunk = entries[start : start + _FETCH_CHUNK]
+            blobs = await self._io(self._render_fetch, view, chunk, attrs, sets_seen)
+            for blob, after in blobs:
+                if after is not None:
+                    view.mark_own(after)
+                    self.services.events.publish(
+                        FlagsChanged(self._address(), view.folder.name, after.uid, after.modseq)
+                    )
+                await self.send(blob)
+        await self.pending_updates(allow_expunge=cmd.uid)
+        if missing and not cmd.uid and cmd.changed_since is None:
+            await self._ok(cmd.tag, "some messages were expunged", code=Code.EXPUNGEISSUED)
+            return
+        await self._ok(cmd.tag, "FETCH completed")
+
+    def _render_fetch(
+        self,
+        view: SelectedView,
+        chunk: list[tuple[int, MessageMeta]],
+        attrs: list[FetchAttr],
+        sets_seen: bool,
+    ) -> list[tuple[bytes, MessageMeta | None]]:
+        """FETCH responses for a chunk (runs in a worker thread)."""
+        out: list[tuple[bytes, MessageMeta | None]] = []
+        needs_content = any(a.name not in _INDEX_ITEMS for a in attrs)
+        for seq, listed in chunk:
+            meta = listed
+            changed: MessageMeta | None = None
+            if sets_seen and not meta.mask & 1:
+                try:
+                    _before, after = view.folder.change_flags(meta.uid, "add", ["\\Seen"])
+                except NotFound:
+                    continue
+                if after.modseq != meta.modseq:
+                    meta = changed = after
+            parsed = None
+            if needs_content:
+                try:
+                    parsed = self._parsed_message(view.folder, meta.uid)
+                except NotFound:
+                    continue
+            items: list[bytes] = []
+            flags_sent = False
+            for attr in attrs:
+                if attr.name == "UID":
+                    items.append(b"UID %d" % meta.uid)
+                elif attr.name == "FLAGS":
+                    items.append(b"FLAGS " + _flags(view, meta))
+                    flags_sent = True
+                elif attr.name == "INTERNALDATE":
+                    items.append(b"INTERNALDATE " + responses.internaldate(meta.date))
+                elif attr.name == "RFC822.SIZE":
+                    items.append(b"RFC822.SIZE %d" % meta.size)
+                elif attr.name == "MODSEQ":
+                    items.append(b"MODSEQ (%d)" % meta.modseq)
+                else:
+                    assert parsed is not None
+                    items.append(fetch.render_item(attr, parsed))
+            if changed is not None and not flags_sent:
+                items.append(b"FLAGS " + _flags(view, meta))
+            out.append((responses.untagged(b"%d FETCH (" % seq + b" ".join(items) + b")"), changed))
+        return out
+
+    def _parsed_message(self, folder: Folder, uid: int) -> fetch.ParsedMessage:
+        key = (folder.name, uid)
+        parsed = self._parsed.get(key)
+        if parsed is not None:
+            self._parsed.move_to_end(key)
+            return parsed
+        parsed = fetch.ParsedMessage.parse(folder.read(uid))
+        self._parsed[key] = parsed
+        while len(self._parsed) > _PARSE_CACHE:
+            self._parsed.popitem(last=False)
+        return parsed
+
+    # -- SEARCH, SORT, THREAD ----------------------------------------------------------------
+
+    def _candidates(self, view: SelectedView, key: SearchKey) -> list[search.SearchableMessage]:
+        """Every message of the view as a searchable object (runs in a worker thread)."""
+        index = view.index
+        content = search.needs_content(key) or search.needs_headers(key)
+        out: list[search.SearchableMessage] = []
+        for seq, uid in enumerate(view.uids, start=1):
+            pos = index.position(uid)
+            if pos is None:
+                continue
+            meta = index.meta_at(pos)
+            out.append(_Searchable(seq, meta, view, self if content else None))
+        return out
+
+    def _run_search(self, view: SelectedView, key: SearchKey) -> list[search.SearchableMessage]:
+        messages = self._candidates(view, key)
+        star_uid = view.uids[-1] if view.uids else 0
+        return search.search(
+            key, messages, max_seq=len(view.uids), max_uid=star_uid, saved=view.saved
+        )
+
+    async def do_search(self, cmd: c.SearchCommand) -> None:
+        view = self._view()
+        await self._io(view.folder.refresh)
+        assert cmd.key is not None
+        found = await self._io(self._run_search, view, cmd.key)
+        numbers = [m.uid if cmd.uid else m.seq for m in found]
+        await self._send_search_result(
+            cmd.tag,
+            numbers=numbers,
+            uids=[m.uid for m in found],
+            uid=cmd.uid,
+            returns=cmd.returns,
+            verb="SEARCH",
+            found=found,
+            with_modseq=search.uses_modseq(cmd.key),
+        )
+        await self.pending_updates(allow_expunge=cmd.uid)
+        await self._ok(cmd.tag, "SEARCH completed")
+
+    async def _send_search_result(
+        self,
+        tag: str,
+        *,
+        numbers: list[int],
+        uids: list[int],
+        uid: bool,
+        returns: tuple[str, ...] | None,
+        verb: str,
+        found: Sequence[search.SearchableMessage],
+        with_modseq: bool,
+    ) -> None:
+        view = self._view()
+        modseq = max((m.modseq for m in found), default=0)
+        if returns is None:
+            line = verb.encode() + b"".join(b" %d" % n for n in numbers)
+            # RFC 7162 §3.1.5: only a search that used MODSEQ reports the highest one.
+            if with_modseq and found:
+                line += b" (MODSEQ %d)" % modseq
+            await self.send(responses.untagged(line))
+            return
+        options = set(returns) or {"ALL"}
+        if "SAVE" in options:
+            view.saved = set(uids)
+            options.discard("SAVE")
+            if not options:
+                return
+        parts = [b"ESEARCH (TAG " + responses.quoted(tag) + b")"]
+        if uid:
+            parts.append(b"UID")
+        if numbers:
+            if "MIN" in options:
+                parts.append(b"MIN %d" % min(numbers))
+            if "MAX" in options:
+                parts.append(b"MAX %d" % max(numbers))
+            if "ALL" in options:
+                ordered = numbers if verb == "SORT" else sorted(numbers)
+                seq = (
+                    b",".join(b"%d" % n for n in ordered)
+                    if verb == "SORT"
+                    else responses.sequence_set(ordered)
+                )
+                parts.append(b"ALL " + seq)
+        if "COUNT" in options:
+            parts.append(b"COUNT %d" % len(numbers))
+        if with_modseq and found:
+            parts.append(b"MODSEQ %d" % modseq)
+        await self.send(responses.untagged(b" ".join(parts)))
+
+    async def do_sort(self, cmd: c.SortCommand) -> None:
+        view = self._view()
+        await self._io(view.folder.refresh)
+        assert cmd.key is not None
+
+        def run() -> list[search.SearchableMessage]:
+            found = self._run_search(view, cmd.key)  # type: ignore[arg-type]
+            for message in found:
+                assert isinstance(message, _Searchable)
+                message.attach(self)
+            return list(thread.sort(found, cmd.keys))
+
+        ordered = await self._io(run)
+        numbers = [m.uid if cmd.uid else m.seq for m in ordered]
+        await self._send_search_result(
+            cmd.tag,
+            numbers=numbers,
+            uids=[m.uid for m in ordered],
+            uid=cmd.uid,
+            returns=cmd.returns,
+            verb="SORT",
+            found=ordered,
+            with_modseq=search.uses_modseq(cmd.key),
+        )
+        await self.pending_updates(allow_expunge=cmd.uid)
+        await self._ok(cmd.tag, "SORT completed")
+
+    async def do_thread(self, cmd: c.ThreadCommand) -> None:
+        view = self._view()
+        await self._io(view.folder.refresh)
+        assert cmd.key is not None
+
+        def run() -> bytes:
+            found = self._run_search(view, cmd.key)  # type: ignore[arg-type]
+            for message in found:
+                assert isinstance(message, _Searchable)
+                message.attach(self)
+            if cmd.algorithm == "ORDEREDSUBJECT":
+                threads = thread.thread_orderedsubject(found, uid=cmd.uid)
+            else:
+                threads = thread.thread_references(found, uid=cmd.uid)
+            return thread.render_threads(threads)
+
+        rendered = await self._io(run)
+        await self.send(responses.untagged(b"THREAD " + rendered if rendered else b"THREAD"))
+        await self.pending_updates(allow_expunge=cmd.uid)
+        await self._ok(cmd.tag, "THREAD completed")
+
+
+_INDEX_ITEMS: Final = frozenset({"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"})
+
+
+def _flags(view: SelectedView, meta: MessageMeta) -> bytes:
+    flags = list(meta.flags)
+    if meta.uid in view.recent:
+        flags.append("\\Recent")
+    return responses.flags_list(flags)
+
+
+def _pattern(pattern: str) -> Callable[[str], bool]:
+    """A LIST pattern (RFC 3501 §6.3.8): ``*`` matches anything, ``%`` anything but ``/``.
+
+    Names match case-sensitively, except INBOX, which is case-insensitive.
+    """
+    if pattern[:5].upper() == INBOX:
+        pattern = INBOX + pattern[5:]
+    regex = "".join(
+        ".*" if ch == "*" else "[^/]*" if ch == "%" else re.escape(ch) for ch in pattern
+    )
+    compiled = re.compile(f"^{regex}$", re.DOTALL)
+    return lambda name: compiled.match(name) is not None
+
+
+class _Searchable:
+    """A message as SEARCH/SORT/THREAD see it: index fields now, content on demand."""
+
+    def __init__(
+        self, seq: int, meta: MessageMeta, view: SelectedView, session: Session | None
+    ) -> None:
+        self.seq = seq
+        self.uid = meta.uid
+        self.meta = meta
+        self.flags = meta.flags
+        self.recent = meta.uid in view.recent
+        self.size = meta.size
+        self.internal_date = meta.date
+        self.modseq = meta.modseq
+        self._view = view
+        self._session = session
+        self._parsed: fetch.ParsedMessage | None = None
+
+    def attach(self, session: Session) -> None:
+        self._session = session
+
+    def _msg(self) -> fetch.ParsedMessage:
+        if self._parsed is None:
+            assert self._session is not None
+            self._parsed = self._session._parsed_message(self._view.folder, self.uid)
+        return self._parsed
+
+    def header_values(self, name: str) -> list[str]:
+        return fetch.header_value(self._msg(), name)
+
+    def header_text(self) -> str:
+        return fetch.header_text(self._msg())
+
+    def body_text(self) -> str:
+        return fetch.text_content(self._msg())
+
+    def sent_date(self) -> Any:
+        value = fetch.sent_date(self._msg())
+        return value.date() if value is not None else None
+
+    def __getattr__(self, name: str) -> Any:
+        # Further accessors SORT/THREAD use (message_id, references, ...) come from fetch.
+        func = getattr(fetch, name, None)
+        if func is None:
+            raise AttributeError(name)
+        return lambda *args: func(self._msg(), *args)
