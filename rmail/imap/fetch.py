@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 MAX_MIME_DEPTH: Final = 100
-"""Deeper multiparts / message/rfc822 parts are shown as opaque parts (Dovecot's limit too)."""
+"""Parts nested deeper are not parsed further (a guard against stack exhaustion)."""
 
 _MISSING_MAILBOX: Final = "MISSING_MAILBOX"
 _MISSING_DOMAIN: Final = "MISSING_DOMAIN"
@@ -245,7 +245,9 @@ def _merge_rfc2231(params: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]
         extended = segments[0][1]
         value = "".join(
             seg if ext or not extended else "".join(
-                c if c in _ATTR_CHARS else "".join(f"%{b:02X}" for b in c.encode())
+                c
+                if c in _ATTR_CHARS
+                else "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogateescape"))
                 for c in seg
             )
             for _, ext, seg in segments
@@ -272,7 +274,7 @@ def _parse_content_type(value: str) -> tuple[str, str, tuple[tuple[str, str], ..
     media = items[0].strip()
     kind, slash, subtype = media.partition("/")
     kind, subtype = kind.strip(), subtype.strip()
-    if not slash or not kind or not subtype or " " in kind or " " in subtype:
+    if not slash or len(kind.split()) != 1 or len(subtype.split()) != 1:
         return None
     return kind, subtype, _parse_params(items[1:])
 
@@ -401,7 +403,8 @@ def _parse_entity(
         kind, subtype, params = parsed
         content_type = f"{kind}/{subtype}"
     cte_field = _field_str(fields, "content-transfer-encoding")
-    encoding = _strip_comments(cte_field).split()[0] if cte_field else None
+    cte_words = _strip_comments(cte_field).split() if cte_field else []
+    encoding = cte_words[0] if cte_words else None
     disposition_text = _field_str(fields, "content-disposition")
     language_text = _field_str(fields, "content-language")
     language = None
@@ -558,6 +561,7 @@ class ParsedMessage:
 
     @property
     def size(self) -> int:
+        """RFC822.SIZE of the stored message (RFC 3501 §7.4.2); the index keeps it too."""
         return len(self.raw)
 
     @property
@@ -1294,14 +1298,15 @@ def _text_parts(part: BodyPart) -> Iterator[BodyPart]:
 
 
 def _charset_decode(data: bytes, charset: str | None) -> str:
+    """``data`` as text; unknown (or non-text) codecs and us-ascii fall back to UTF-8."""
     name = (charset or "us-ascii").strip().lower()
     try:
-        codecs.lookup(name)
-    except LookupError:
-        name = "utf-8"
-    if name in ("us-ascii", "ascii"):
-        name = "utf-8"  # 8-bit text labelled us-ascii is nearly always UTF-8
-    return data.decode(name, "replace")
+        if codecs.lookup(name).name != "ascii":
+            return data.decode(name, "replace")
+    except (LookupError, UnicodeError, ValueError):
+        pass  # not a charset Python knows, or not a text codec (base64, rot13 ...)
+    # 8-bit text labelled us-ascii (or unlabelled) is nearly always UTF-8.
+    return data.decode("utf-8", "replace")
 
 
 def text_content(msg: ParsedMessage) -> str:
