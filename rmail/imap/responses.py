@@ -98,6 +98,8 @@ class Code(enum.StrEnum):
     TOOBIG = "TOOBIG"
     # RFC 3516 (BINARY)
     UNKNOWN_CTE = "UNKNOWN-CTE"
+    # RFC 9051 §7.1: DELETE refused because the mailbox has inferior names
+    HASCHILDREN = "HASCHILDREN"
 
 
 _CRLF: Final = b"\r\n"

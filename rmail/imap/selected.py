@@ -4,26 +4,47 @@ A client numbers messages by position (sequence numbers). Those numbers may chan
 when the server says so (EXISTS, EXPUNGE, VANISHED), so each session keeps its own list of
 UIDs and reconciles it with the folder's index at the moments RFC 3501 allows:
 
-- new messages (UIDs at or above the UIDNEXT it last reported) -> ``* n EXISTS``;
+- new messages (UIDs above the last one it knows) -> ``* n EXISTS`` and ``* n RECENT``;
 - flag changes (MODSEQ above its flags watermark, not its own) -> ``* n FETCH (FLAGS ...)``;
 - expunges (the index's expunge log above its expunge watermark) -> ``* n EXPUNGE`` or
   ``* VANISHED`` (QRESYNC), but never while answering FETCH, STORE or SEARCH
   (RFC 3501 §7.4.1); until then the message keeps its number.
 
-Nothing here does I/O: the session refreshes the index (off the loop) before asking.
+Nothing here does I/O, but the index is shared with other sessions and with delivery, which
+change it from worker threads: :meth:`SelectedView.open`, :meth:`~SelectedView.updates`,
+:meth:`~SelectedView.metas` and :meth:`~SelectedView.qresync` run in a worker thread (after
+the session refreshed the index) and read it under its in-memory lock, so that its columns
+are consistent with each other; that lock is never taken on the event loop, where a writer
+holding it across an fsync would stall every connection.
 """
 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
+from rmail.errors import NotFound
 from rmail.imap import responses
 from rmail.imap.parser.types import SequenceSet
 from rmail.store.maildir import Folder
-from rmail.store.mailindex import MailIndex, MessageMeta
+from rmail.store.mailindex import SEEN, MailIndex, MessageMeta
 
-__all__ = ["BadSequence", "SelectedView"]
+__all__ = ["BadSequence", "ClaimRecent", "SelectedView"]
+
+ClaimRecent = Callable[[int], int]
+"""``claim(top_uid) -> previous claim``: the session may show UIDs above the previous claim
+as \\Recent (RFC 3501 §2.3.2: one session only); a read-only one claims nothing."""
+
+
+def _locked(index: MailIndex) -> AbstractContextManager[bool]:
+    """The index's in-memory lock, under which its columns are mutually consistent.
+
+    MailIndex documents each public method as thread-safe but has no public way to read
+    several columns consistently; the store itself (``Folder.expunge``) reads them so.
+    """
+    return index._mem
 
 
 class BadSequence(Exception):
@@ -44,22 +65,29 @@ class SelectedView:
     # Changes this session made and already answered with FETCH: uid -> modseq.
     own: dict[int, int] = field(default_factory=dict)
     saved: set[int] | None = None
+    # Sequence number of the first unseen message when opened (SELECT's [UNSEEN n]).
+    first_unseen: int | None = None
 
     @classmethod
-    def open(cls, folder: Folder, readonly: bool, recent_from: int) -> SelectedView:
-        """A fresh view of an (already refreshed) folder; UIDs >= recent_from are \\Recent."""
+    def open(cls, folder: Folder, readonly: bool, claim: ClaimRecent) -> SelectedView:
+        """A fresh view of an (already refreshed) folder. Runs in a worker thread."""
         index = folder.index
-        uids = list(index.uids)
-        return cls(
-            folder=folder,
-            readonly=readonly,
-            uids=uids,
-            recent={u for u in uids[bisect.bisect_left(uids, recent_from) :]},
-            flags_modseq=index.highestmodseq,
-            expunge_modseq=index.highestmodseq,
-            uidnext=index.uidnext,
-            keywords=index.keywords_in_use(),
-        )
+        with _locked(index):
+            uids = list(index.uids)
+            first_unseen = next((seq for seq, m in enumerate(index.masks, 1) if not m & SEEN), None)
+            view = cls(
+                folder=folder,
+                readonly=readonly,
+                uids=uids,
+                flags_modseq=index.highestmodseq,
+                expunge_modseq=index.highestmodseq,
+                uidnext=index.uidnext,
+                keywords=index.keywords_in_use(),
+                first_unseen=first_unseen,
+            )
+        recent_from = claim(uids[-1] if uids else 0) + 1
+        view.recent = set(uids[bisect.bisect_left(uids, recent_from) :])
+        return view
 
     @property
     def index(self) -> MailIndex:
@@ -97,14 +125,17 @@ class SelectedView:
         return [self.uids[s - 1] for s in seqs if 1 <= s <= count]
 
     def metas(self, uids: list[int]) -> list[tuple[int, MessageMeta]]:
-        """(sequence number, index entry) of each UID still in the index."""
+        """(sequence number, index entry) of each UID still in the index (worker thread)."""
         out = []
         index = self.index
         for uid in uids:
             seq = self.seq_of(uid)
-            pos = index.position(uid)
-            if seq is not None and pos is not None:
-                out.append((seq, index.meta_at(pos)))
+            if seq is None:
+                continue
+            try:
+                out.append((seq, index.get(uid)))
+            except NotFound:
+                continue  # expunged by someone else; reported at the next allowed moment
         return out
 
     def mark_own(self, meta: MessageMeta) -> None:
@@ -113,42 +144,84 @@ class SelectedView:
 
     # -- reconciliation --------------------------------------------------------------------
 
-    def updates(self, *, allow_expunge: bool, condstore: bool, qresync: bool) -> list[bytes]:
-        """Untagged responses bringing the client up to date with the index."""
+    def updates(
+        self, *, allow_expunge: bool, condstore: bool, qresync: bool, claim: ClaimRecent
+    ) -> list[bytes]:
+        """Untagged responses bringing the client up to date with the index (worker thread)."""
+        index = self.index
+        with _locked(index):
+            watermark = index.highestmodseq
+            # Every change (append, flags, expunge) raises HIGHESTMODSEQ: nothing new, no work.
+            if watermark <= self.flags_modseq and (
+                not allow_expunge or watermark <= self.expunge_modseq
+            ):
+                return []
+            out: list[bytes] = []
+            if allow_expunge and watermark > self.expunge_modseq:
+                gone = [u for u in index.vanished_since(self.expunge_modseq) if self.seq_of(u)]
+                out += self.forget(gone, qresync=qresync)
+                self.expunge_modseq = watermark
+            if watermark > self.flags_modseq:
+                out += self._new_and_changed(condstore=condstore, qresync=qresync, claim=claim)
+                self.flags_modseq = watermark
+                self.own.clear()
+            return out
+
+    def _new_and_changed(
+        self, *, condstore: bool, qresync: bool, claim: ClaimRecent
+    ) -> list[bytes]:
+        """FLAGS, EXISTS/RECENT and FETCH FLAGS since the flags watermark (index locked)."""
         index = self.index
         out: list[bytes] = []
-        if allow_expunge and index.highestmodseq > self.expunge_modseq:
-            gone = [u for u in index.vanished_since(self.expunge_modseq) if self.seq_of(u)]
-            out += self.forget(gone, qresync=qresync)
-            self.expunge_modseq = index.highestmodseq
-        new_keywords = index.keywords_in_use() - self.keywords
-        if new_keywords:
-            self.keywords |= new_keywords
+        keywords = index.keywords_in_use()
+        if not keywords <= self.keywords:
+            self.keywords |= keywords
             out.append(self.flags_response())
-        fresh: list[int] = []
-        if index.uidnext > self.uidnext:
-            start = bisect.bisect_left(index.uids, self.uidnext)
-            fresh = [u for u in index.uids[start:] if u > (self.uids[-1] if self.uids else 0)]
+        last = self.uids[-1] if self.uids else 0
+        fresh = list(index.uids[bisect.bisect_right(index.uids, last) :])
+        if fresh:
+            recent_from = claim(fresh[-1]) + 1
             self.uids.extend(fresh)
-            self.uidnext = index.uidnext
-            if fresh:
-                out.append(responses.untagged(b"%d EXISTS" % len(self.uids)))
-                out.append(responses.untagged(b"%d RECENT" % len(self.recent)))
-        if index.highestmodseq > self.flags_modseq:
-            watermark = self.flags_modseq
-            fresh_set = set(fresh)
-            for pos, modseq in enumerate(index.modseqs):
-                if modseq <= watermark:
-                    continue
-                uid = index.uids[pos]
-                seq = self.seq_of(uid)
-                # New messages were announced with EXISTS; the client fetches their flags.
-                if seq is None or self.own.get(uid) == modseq or uid in fresh_set:
-                    continue
+            self.recent.update(u for u in fresh if u >= recent_from)
+            self.uidnext = max(self.uidnext, fresh[-1] + 1)
+            out.append(responses.untagged(b"%d EXISTS" % len(self.uids)))
+            out.append(responses.untagged(b"%d RECENT" % len(self.recent)))
+        reported = self.flags_modseq
+        for pos, modseq in enumerate(index.modseqs):
+            uid = index.uids[pos]
+            # New messages were announced with EXISTS; the client fetches their flags.
+            if modseq <= reported or uid > last or self.own.get(uid) == modseq:
+                continue
+            seq = self.seq_of(uid)
+            if seq is not None:
                 meta = index.meta_at(pos)
                 out.append(self.fetch_flags(seq, meta, uid=qresync, modseq=condstore))
-            self.flags_modseq = index.highestmodseq
-            self.own.clear()
+        return out
+
+    def qresync(self, modseq: int, known_uids: SequenceSet | None) -> list[bytes]:
+        """RFC 7162 §3.2.5.1: VANISHED (EARLIER) and FETCH of what changed since ``modseq``.
+
+        Only messages outside the view are reported vanished: one expunged after the view
+        was opened still has its number and is reported at the next allowed moment.
+        (Worker thread.)
+        """
+        index = self.index
+        top = max(self.uidnext - 1, 1)
+        out: list[bytes] = []
+        with _locked(index):
+            gone = [
+                u
+                for u in index.vanished_since(modseq)
+                if self.seq_of(u) is None and (known_uids is None or known_uids.contains(u, top))
+            ]
+            if gone:
+                out.append(
+                    responses.untagged(b"VANISHED (EARLIER) " + responses.sequence_set(gone))
+                )
+            for pos, changed in enumerate(index.modseqs):
+                seq = self.seq_of(index.uids[pos])
+                if changed > modseq and seq is not None:
+                    out.append(self.fetch_flags(seq, index.meta_at(pos), uid=True, modseq=True))
         return out
 
     def forget(self, uids: list[int], *, qresync: bool) -> list[bytes]:

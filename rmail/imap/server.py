@@ -36,6 +36,8 @@ _ids = itertools.count(1)
 # A MULTIAPPEND may carry several messages; past this many times the APPEND limit the
 # command is refused whole.
 _MAX_COMMAND_FACTOR: Final = 4
+# Seconds for connections to notice their closed sockets at shutdown before being cancelled.
+_STOP_DRAIN: Final = 2.0
 
 
 class _TooBig(Exception):
@@ -77,8 +79,14 @@ class ImapConnection:
         await self.writer.drain()
 
     async def read_line(self) -> bytes:
-        """One line from the client (AUTHENTICATE responses, IDLE's DONE)."""
-        line = await self._readline()
+        """One line from the client (AUTHENTICATE responses, IDLE's DONE).
+
+        An overlong line comes back empty: the caller answers it as a wrong reply.
+        """
+        try:
+            line = await self._readline()
+        except _LineTooLong:
+            return b"\r\n"
         if logger.isEnabledFor(log.TRACE):
             logger.log(log.TRACE, "C: %s", line.decode("utf-8", "replace").rstrip())
         return line
@@ -98,7 +106,20 @@ class ImapConnection:
             raise _LineTooLong from None
         return line
 
+    def set_waiting(self, waiting: bool) -> None:
+        if waiting:
+            self.idle.set()
+        else:
+            self.idle.clear()
+
     async def start_tls(self) -> None:
+        # Whatever the client pipelined after STARTTLS came in clear text and must not be
+        # taken as said over TLS (command injection as in CVE-2011-0411). The
+        # StreamReader has no public way to drop buffered data.
+        pending: bytearray | None = getattr(self.reader, "_buffer", None)
+        if pending:
+            logger.warning("discarding %d bytes sent in clear after STARTTLS", len(pending))
+            pending.clear()
         await self.writer.start_tls(self.ssl_context)
         self.tls = True
 
@@ -144,25 +165,29 @@ class ImapConnection:
         session = Session(self.services, self)
         greeting = b"OK [CAPABILITY " + " ".join(session.capabilities()).encode()
         await self.send(responses.untagged(greeting + b"] rmail IMAP4rev1 ready"))
-        bad = 0
+        loop = asyncio.get_running_loop()
+        # imap.preauth_timeout bounds the whole time to log in, not each pause: a client
+        # sending NOOPs cannot stay unauthenticated.
+        login_deadline = loop.time() + cfg.preauth_timeout
         while not session.logged_out:
-            timeout = (
-                cfg.preauth_timeout
+            if session.bad_replies >= cfg.max_bad_commands:
+                logger.warning("too many bad commands peer=%s", self.peer_ip)
+                await self.send(responses.untagged(b"BYE too many bad commands"))
+                return
+            deadline = (
+                login_deadline
                 if session.state == "not_authenticated"
-                else cfg.autologout_seconds
+                else loop.time() + cfg.autologout_seconds
             )
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout_at(deadline):
                     data = await self.read_command(session)
             except TimeoutError:
                 await self.send(responses.untagged(b"BYE autologout; idle for too long"))
                 return
             except _LineTooLong:
-                bad += 1
+                session.bad_replies += 1
                 await self.send(responses.untagged(b"BAD line too long"))
-                if bad >= cfg.max_bad_commands:
-                    await self.send(responses.untagged(b"BYE too many bad commands"))
-                    return
                 continue
             except _TooBig as exc:
                 tag, _name = command_name(exc.args[0])
@@ -183,15 +208,12 @@ class ImapConnection:
                 )
                 continue
             except ParseError as exc:
-                bad += 1
                 logger.info("bad command reason=%s", exc)
                 if exc.tag is None:
+                    session.bad_replies += 1
                     await self.send(responses.untagged(b"BAD " + str(exc).encode()))
                 else:
-                    await self.send(responses.tagged(exc.tag, "BAD", str(exc)))
-                if bad >= cfg.max_bad_commands:
-                    await self.send(responses.untagged(b"BYE too many bad commands"))
-                    return
+                    await session.bad(exc.tag, str(exc))
                 continue
             self.idle.clear()
             try:
@@ -274,6 +296,10 @@ class ImapListeners:
             with contextlib.suppress(Exception):
                 conn.writer.write(responses.untagged(b"BYE server shutting down"))
                 conn.writer.close()
+        # A closed transport ends each loop by itself (EOF); cancelling a handler task instead
+        # makes Python 3.11's start_server callback log a spurious CancelledError traceback.
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=_STOP_DRAIN)
         for task in list(self.tasks):
             task.cancel()
         for server in self.servers.values():

@@ -18,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import bisect
 import logging
 import re
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeVar
 
@@ -45,11 +47,11 @@ from rmail.imap import fetch, mutf7, responses, search, thread
 from rmail.imap.parser import commands as c
 from rmail.imap.parser.types import FetchAttr, SearchKey, SequenceSet
 from rmail.imap.responses import Code
-from rmail.imap.selected import BadSequence, SelectedView
+from rmail.imap.selected import BadSequence, ClaimRecent, SelectedView
 from rmail.store import Store
 from rmail.store.accounts import Account
-from rmail.store.maildir import INBOX, Folder, Mailbox
-from rmail.store.mailindex import MessageMeta
+from rmail.store.maildir import INBOX, Folder, FolderInfo, Mailbox
+from rmail.store.mailindex import DELETED, SEEN, MessageMeta
 
 __all__ = ["Conn", "ImapServices", "Session"]
 
@@ -85,6 +87,10 @@ class Conn(Protocol):
 
     async def start_tls(self) -> None: ...
 
+    def set_waiting(self, waiting: bool) -> None:
+        """The command in progress only waits for the client (IDLE): a shutdown need not
+        wait for it to finish."""
+
 
 @dataclass
 class ImapServices:
@@ -96,10 +102,24 @@ class ImapServices:
     events: EventBus
     # (address, folder) -> highest UID already shown as \Recent to some session.
     recent_claimed: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Sessions claim from worker threads (SelectedView.open, .updates).
+    _recent_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def append_limit(self) -> int:
         return self.config.smtp.max_message_size
+
+    def recent_claim(self, key: tuple[str, str], *, readonly: bool) -> ClaimRecent:
+        """The \\Recent claim function of one session on one folder (RFC 3501 §2.3.2)."""
+
+        def claim(top_uid: int) -> int:
+            with self._recent_lock:
+                previous = self.recent_claimed.get(key, 0)
+                if not readonly and top_uid > previous:
+                    self.recent_claimed[key] = top_uid
+                return previous
+
+        return claim
 
 
 class Session:
@@ -114,7 +134,10 @@ class Session:
         self.selected: SelectedView | None = None
         self.enabled: set[str] = set()
         self.logged_out = False
-        self._parsed: OrderedDict[tuple[str, int], fetch.ParsedMessage] = OrderedDict()
+        # BAD replies sent so far; the server ends the connection at imap.max_bad_commands.
+        self.bad_replies = 0
+        # (folder, UIDVALIDITY, UID): a folder deleted and made again reuses names and UIDs.
+        self._parsed: OrderedDict[tuple[str, int, int], fetch.ParsedMessage] = OrderedDict()
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -189,26 +212,30 @@ class Session:
     async def handle(self, cmd: c.Command) -> None:
         """Run one command and send its responses (the tagged one last)."""
         if self.state not in cmd.states:
-            await self.send(
-                responses.tagged(cmd.tag, "BAD", f"{cmd.name} is not allowed in state {self.state}")
-            )
+            await self.bad(cmd.tag, f"{cmd.name} is not allowed in state {self.state}")
             return
         handler = getattr(self, f"do_{type(cmd).__name__.removesuffix('Command').lower()}")
         try:
             await handler(cmd)
         except BadSequence as exc:
-            await self.send(responses.tagged(cmd.tag, "BAD", str(exc)))
+            await self.bad(cmd.tag, str(exc))
         except RmailError as exc:
             code = next((code for kind, code in _ERROR_CODES if isinstance(exc, kind)), None)
             logger.info("command refused cmd=%s reason=%s", cmd.name, exc)
             await self.send(responses.tagged(cmd.tag, "NO", str(exc), code=code))
-        except (ConnectionError, asyncio.CancelledError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            # The client left in the middle (IDLE, AUTHENTICATE) or the server stops.
             raise
         except Exception:
             logger.exception("command failed cmd=%s", cmd.name)
             await self.send(
                 responses.tagged(cmd.tag, "NO", "internal error, try again", code=Code.SERVERBUG)
             )
+
+    async def bad(self, tag: str, text: str) -> None:
+        """A tagged BAD (RFC 3501 §7.1.3); each counts toward ``imap.max_bad_commands``."""
+        self.bad_replies += 1
+        await self.send(responses.tagged(tag, "BAD", text))
 
     async def _ok(self, tag: str, text: str, code: bytes | Code | None = None) -> None:
         await self.send(responses.tagged(tag, "OK", text, code=code))
@@ -218,8 +245,21 @@ class Session:
         view = self.selected
         if view is None:
             return
+        claim = self.services.recent_claim(
+            (self._address(), view.folder.name), readonly=view.readonly
+        )
+
+        def collect() -> list[bytes]:
+            view.folder.refresh()
+            return view.updates(
+                allow_expunge=allow_expunge,
+                condstore=self.condstore,
+                qresync=self.qresync,
+                claim=claim,
+            )
+
         try:
-            await self._io(view.folder.refresh)
+            lines = await self._io(collect)
         except NotFound:
             # Deleted by another session: sequence numbers mean nothing any more, so the
             # connection ends (as Dovecot does); the client reconnects and lists again.
@@ -227,9 +267,7 @@ class Session:
             await self.send(responses.untagged(b"BYE the selected mailbox was deleted"))
             self.logged_out = True
             return
-        for line in view.updates(
-            allow_expunge=allow_expunge, condstore=self.condstore, qresync=self.qresync
-        ):
+        for line in lines:
             await self.send(line)
 
     # -- any state ---------------------------------------------------------------------------
@@ -260,7 +298,7 @@ class Session:
 
     async def do_starttls(self, cmd: c.StartTlsCommand) -> None:
         if self.conn.tls:
-            await self.send(responses.tagged(cmd.tag, "BAD", "TLS is already active"))
+            await self.bad(cmd.tag, "TLS is already active")
             return
         await self._ok(cmd.tag, "Begin TLS negotiation now")
         await self.conn.start_tls()
@@ -290,11 +328,11 @@ class Session:
         if mechanism == "PLAIN":
             blob = await self._sasl_step(cmd.initial_response, b"")
             if blob is None:
-                await self.send(responses.tagged(cmd.tag, "BAD", "authentication cancelled"))
+                await self._sasl_cancelled(cmd.tag)
                 return
             parts = blob.split(b"\x00")
             if len(parts) != 3 or (parts[0] and parts[0].lower() != parts[1].lower()):
-                await self.send(responses.tagged(cmd.tag, "BAD", "malformed PLAIN response"))
+                await self.bad(cmd.tag, "malformed PLAIN response")
                 return
             user, password = (
                 parts[1].decode("utf-8", "replace"),
@@ -304,7 +342,7 @@ class Session:
             login = await self._sasl_step(cmd.initial_response, b"Username:")
             password_b = None if login is None else await self._sasl_step(None, b"Password:")
             if login is None or password_b is None:
-                await self.send(responses.tagged(cmd.tag, "BAD", "authentication cancelled"))
+                await self._sasl_cancelled(cmd.tag)
                 return
             user = login.decode("utf-8", "replace")
             password = password_b.decode("utf-8", "replace")
@@ -316,13 +354,27 @@ class Session:
             text = b"" if initial == "=" else initial.encode("ascii", "replace")
         else:
             await self.send(responses.continuation(base64.b64encode(challenge)))
-            text = (await self.conn.read_line()).rstrip(b"\r\n")
+            self.conn.set_waiting(True)
+            try:
+                # The login timer keeps running while the client owes a SASL response.
+                async with asyncio.timeout(self.services.config.imap.preauth_timeout):
+                    text = (await self.conn.read_line()).rstrip(b"\r\n")
+            except TimeoutError:
+                await self.send(responses.untagged(b"BYE autologout; idle for too long"))
+                self.logged_out = True
+                return None
+            finally:
+                self.conn.set_waiting(False)
         if text == b"*":
             return None
         try:
             return base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
             return None
+
+    async def _sasl_cancelled(self, tag: str) -> None:
+        if not self.logged_out:
+            await self.bad(tag, "authentication cancelled")
 
     async def _login(self, tag: str, user: str, password: str) -> None:
         try:
@@ -368,15 +420,11 @@ class Session:
         if cmd.condstore:
             self.enabled.add("CONDSTORE")
         if cmd.qresync is not None and not self.qresync:
-            await self.send(responses.tagged(cmd.tag, "BAD", "QRESYNC is not enabled"))
+            await self.bad(cmd.tag, "QRESYNC is not enabled")
             return
         folder = await self._folder(cmd.mailbox)
-        key = (self._address(), folder.name)
-        claimed = self.services.recent_claimed.get(key, 0)
-        view = SelectedView.open(folder, cmd.readonly, claimed + 1)
-        if not cmd.readonly:
-            self.services.recent_claimed[key] = max(claimed, view.uidnext - 1)
-        index = folder.index
+        claim = self.services.recent_claim((self._address(), folder.name), readonly=cmd.readonly)
+        view = await self._io(SelectedView.open, folder, cmd.readonly, claim)
         out = [
             view.flags_response(),
             responses.untagged(
@@ -388,46 +436,24 @@ class Session:
             responses.untagged(b"%d EXISTS" % view.exists),
             responses.untagged(b"%d RECENT" % len(view.recent)),
         ]
-        first_unseen = (
-            next((i + 1 for i, m in enumerate(index.masks) if not m & 1), None)
-            if index.unseen
-            else None
-        )
-        if first_unseen is not None:
-            out.append(responses.untagged(b"OK [UNSEEN %d] first unseen" % first_unseen))
+        if view.first_unseen is not None:
+            out.append(responses.untagged(b"OK [UNSEEN %d] first unseen" % view.first_unseen))
+        uidvalidity = folder.index.uidvalidity
         out += [
-            responses.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % index.uidvalidity),
-            responses.untagged(b"OK [UIDNEXT %d] predicted next UID" % index.uidnext),
-            responses.untagged(b"OK [HIGHESTMODSEQ %d] highest" % index.highestmodseq),
+            responses.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % uidvalidity),
+            responses.untagged(b"OK [UIDNEXT %d] predicted next UID" % view.uidnext),
+            responses.untagged(b"OK [HIGHESTMODSEQ %d] highest" % view.flags_modseq),
         ]
+        if cmd.qresync is not None and cmd.qresync.uidvalidity == uidvalidity:
+            params = cmd.qresync
+            out += await self._io(view.qresync, params.modseq, params.known_uids)
         for line in out:
             await self.send(line)
-        if cmd.qresync is not None and cmd.qresync.uidvalidity == index.uidvalidity:
-            await self._qresync(view, cmd.qresync)
         self.selected = view
         self.state = "selected"
         mode = b"READ-ONLY" if cmd.readonly else b"READ-WRITE"
         verb = "EXAMINE" if cmd.readonly else "SELECT"
         await self._ok(cmd.tag, f"{verb} completed", code=mode)
-
-    async def _qresync(self, view: SelectedView, params: c.QResyncParams) -> None:
-        """RFC 7162 §3.2.5.1: VANISHED (EARLIER) and FETCH of what changed since modseq."""
-        index = view.index
-        known = params.known_uids
-        gone = index.vanished_since(params.modseq)
-        if known is not None:
-            top = max(index.uidnext - 1, 1)
-            gone = [u for u in gone if known.contains(u, top)]
-        if gone:
-            await self.send(
-                responses.untagged(b"VANISHED (EARLIER) " + responses.sequence_set(gone))
-            )
-        for pos, modseq in enumerate(index.modseqs):
-            if modseq > params.modseq:
-                meta = index.meta_at(pos)
-                seq = view.seq_of(meta.uid)
-                if seq is not None:
-                    await self.send(view.fetch_flags(seq, meta, uid=True, modseq=True))
 
     async def do_create(self, cmd: c.CreateCommand) -> None:
         name = cmd.mailbox.rstrip(SEPARATOR)
@@ -438,10 +464,20 @@ class Session:
         await self._ok(cmd.tag, "CREATE completed")
 
     async def do_delete(self, cmd: c.DeleteCommand) -> None:
-        if self.selected is not None and self.selected.folder.name == cmd.mailbox:
+        name = cmd.mailbox.rstrip(SEPARATOR)
+        infos = await self._io(self._mb().list_folders)
+        if any(i.name.startswith(name + SEPARATOR) for i in infos):
+            # RFC 3501 §6.3.4: DELETE must not remove inferior names (the store would).
+            await self.send(
+                responses.tagged(
+                    cmd.tag, "NO", "delete the mailboxes inside it first", code=Code.HASCHILDREN
+                )
+            )
+            return
+        if self.selected is not None and self.selected.folder.name == name:
             self.selected = None
             self.state = "authenticated"
-        await self._io(self._mb().delete_folder, cmd.mailbox)
+        await self._io(self._mb().delete_folder, name)
         await self._ok(cmd.tag, "DELETE completed")
 
     async def do_rename(self, cmd: c.RenameCommand) -> None:
@@ -470,55 +506,36 @@ class Session:
         await self._ok(cmd.tag, "ENABLE completed")
 
     async def do_list(self, cmd: c.ListCommand) -> None:
-        infos = await self._io(self._mb().list_folders)
-        subscribed_only = "SUBSCRIBED" in cmd.select_options
-        special_only = "SPECIAL-USE" in cmd.select_options
-        want_subscribed = subscribed_only or "SUBSCRIBED" in cmd.return_options
-        want_special = not cmd.extended or special_only or "SPECIAL-USE" in cmd.return_options
         patterns = [cmd.reference + p for p in cmd.patterns]
         if patterns == [cmd.reference] and not cmd.extended:
-            # RFC 3501 §6.3.8: an empty pattern asks for the hierarchy delimiter.
-            await self.send(responses.untagged(b'LIST (\\Noselect) "/" ""'))
+            # RFC 3501 §6.3.8: an empty pattern asks for the hierarchy delimiter and the root
+            # name of the reference ("#news.comp.mail.misc" -> "#news.").
+            top, slash, _rest = cmd.reference.partition(SEPARATOR)
+            root = self._encode_name(top + slash) if slash else b'""'
+            await self.send(responses.untagged(b'LIST (\\Noselect) "/" ' + root))
             await self._ok(cmd.tag, "LIST completed")
             return
-        matchers = [_pattern(p) for p in patterns]
-        names = {i.name for i in infos}
-        for info in infos:
-            if not any(m(info.name) for m in matchers):
-                continue
-            if subscribed_only and not info.subscribed:
-                continue
-            if special_only and not info.special_use:
-                continue
-            attrs = [b"\\HasChildren" if info.has_children else b"\\HasNoChildren"]
-            if want_subscribed and info.subscribed:
-                attrs.append(b"\\Subscribed")
-            if want_special and info.special_use:
-                attrs.append(info.special_use.encode())
-            await self.send(
-                responses.untagged(
-                    b"LIST " + responses.imap_list(attrs) + b' "/" ' + self._encode_name(info.name)
-                )
-            )
-            if cmd.return_status:
-                await self._status_line(info.name, cmd.return_status)
-        if subscribed_only:
-            # Subscriptions to folders that no longer exist still list (RFC 5258 §3).
-            for name in await self._io(self._mb().subscriptions):
-                if name not in names and any(m(name) for m in matchers):
-                    line = b'LIST (\\Subscribed \\NonExistent) "/" ' + self._encode_name(name)
-                    await self.send(responses.untagged(line))
+        infos = await self._io(self._mb().list_folders)
+        subscriptions = await self._io(self._mb().subscriptions)
+        for entry in _list_entries(cmd, patterns, infos, subscriptions):
+            line = b"LIST " + responses.imap_list(entry.attrs) + b' "/" '
+            line += self._encode_name(entry.name)
+            if entry.childinfo:
+                line += b' ("CHILDINFO" ("SUBSCRIBED"))'
+            await self.send(responses.untagged(line))
+            if cmd.return_status and entry.exists:
+                # RFC 5819 §2: the STATUS response follows its LIST response.
+                await self._status_line(entry.name, cmd.return_status)
         await self._ok(cmd.tag, "LIST completed")
 
     async def do_lsub(self, cmd: c.LsubCommand) -> None:
-        infos = {i.name: i for i in await self._io(self._mb().list_folders)}
+        existing = {i.name for i in await self._io(self._mb().list_folders)}
+        subscriptions = await self._io(self._mb().subscriptions)
         match = _pattern(cmd.reference + cmd.pattern)
-        for name in await self._io(self._mb().subscriptions):
-            if match(name):
-                attrs = b"()" if name in infos else b"(\\Noselect)"
-                await self.send(
-                    responses.untagged(b"LSUB " + attrs + b' "/" ' + self._encode_name(name))
-                )
+        for name, attrs in _lsub_entries(subscriptions, existing, match):
+            await self.send(
+                responses.untagged(b"LSUB " + attrs + b' "/" ' + self._encode_name(name))
+            )
         await self._ok(cmd.tag, "LSUB completed")
 
     async def do_status(self, cmd: c.StatusCommand) -> None:
@@ -528,11 +545,11 @@ class Session:
     async def _status_line(self, name: str, items: Sequence[str]) -> None:
         folder = await self._folder(name)
         index = folder.index
-        key = (self._address(), folder.name)
-        claimed = self.services.recent_claimed.get(key, 0)
+        claimed = self.services.recent_claim((self._address(), folder.name), readonly=True)(0)
+        uids = index.uids[:]  # one copy: other threads may change the index meanwhile
         values = {
-            "MESSAGES": len(index),
-            "RECENT": sum(1 for u in index.uids if u > claimed),
+            "MESSAGES": len(uids),
+            "RECENT": len(uids) - bisect.bisect_right(uids, claimed),
             "UIDNEXT": index.uidnext,
             "UIDVALIDITY": index.uidvalidity,
             "UNSEEN": index.unseen,
@@ -550,6 +567,9 @@ class Session:
             folder = await self._folder(cmd.mailbox)
         except NotFound:
             await self.send(responses.tagged(cmd.tag, "NO", "no such mailbox", code=Code.TRYCREATE))
+            return
+        if _unknown_system_flag(f for m in cmd.messages for f in m.flags):
+            await self.bad(cmd.tag, "unknown system flag")
             return
         for message in cmd.messages:
             if len(message.data) > self.services.append_limit:
@@ -595,12 +615,13 @@ class Session:
         await self.send(responses.continuation(b"idling"))
         subscription = self.services.events.subscribe(self._address())
         reader = asyncio.ensure_future(self.conn.read_line())
+        self.conn.set_waiting(True)
         # RFC 2177: clients re-issue IDLE within 29 minutes; past the autologout time the
         # client is gone.
         deadline = time.monotonic() + self.services.config.imap.autologout_seconds
         try:
             await self.pending_updates()
-            while True:
+            while not self.logged_out:  # BYE: the selected mailbox was deleted
                 if time.monotonic() > deadline:
                     await self.send(responses.untagged(b"BYE autologout; idle for too long"))
                     self.logged_out = True
@@ -621,10 +642,13 @@ class Session:
                 if reader in done:
                     line = reader.result()
                     if line.rstrip(b"\r\n").upper() != b"DONE":
-                        await self.send(responses.tagged(cmd.tag, "BAD", "expected DONE"))
+                        await self.bad(cmd.tag, "expected DONE")
                         return
                     break
+            else:
+                return
         finally:
+            self.conn.set_waiting(False)
             subscription.close()
             if not reader.done():
                 reader.cancel()
@@ -664,29 +688,36 @@ class Session:
         view = self._view()
         if view.readonly:
             raise ReadOnly("mailbox is read-only (EXAMINE)")
-        index = view.index
-        await self._io(view.folder.refresh)
-        deleted = [index.uids[i] for i, m in enumerate(index.masks) if m & 8]
+        deleted = None
         if cmd.uids is not None:
+            # RFC 4315 §2.1: only the messages of the set that are \Deleted.
             wanted = set(view.resolve(cmd.uids, uid=True))
-            deleted = [u for u in deleted if u in wanted]
+            deleted = await self._io(_deleted_among, view.folder, wanted)
         gone = await self._io(view.folder.expunge, deleted)
         uids = [m.uid for m in gone]
         self._publish_expunge(view, uids)
         for line in view.forget(uids, qresync=self.qresync):
             await self.send(line)
         await self.pending_updates()
-        code = b"HIGHESTMODSEQ %d" % index.highestmodseq if self.condstore else None
+        code = None
+        if self.condstore:
+            # RFC 7162: the MODSEQ the client is now up to date with, not the index's latest
+            # (a change landing meanwhile is still to be reported).
+            code = b"HIGHESTMODSEQ %d" % min(view.flags_modseq, view.expunge_modseq)
         await self._ok(cmd.tag, "EXPUNGE completed", code=code)
 
     async def do_store(self, cmd: c.StoreCommand) -> None:
         view = self._view()
+        if _unknown_system_flag(cmd.flags):
+            await self.bad(cmd.tag, "unknown system flag")
+            return
         if view.readonly:
             raise ReadOnly("mailbox is read-only (EXAMINE)")
         await self._io(view.folder.refresh)
         uids = view.resolve(cmd.set, uid=cmd.uid)
         results = await self._io(self._store_all, view.folder, uids, cmd)
         modified: list[int] = []
+        answers: list[MessageMeta] = []
         for uid, before, after in results:
             if after is None:
                 continue
@@ -700,11 +731,15 @@ class Session:
                     FlagsChanged(self._address(), view.folder.name, uid, after.modseq)
                 )
             if not cmd.silent or (changed and self.condstore and cmd.unchanged_since is not None):
-                seq = view.seq_of(uid)
-                if seq is not None:
-                    await self.send(
-                        view.fetch_flags(seq, after, uid=cmd.uid, modseq=self.condstore)
-                    )
+                answers.append(after)
+        # A new keyword is announced (FLAGS, RFC 3501 §7.2.6) before a FETCH that shows it.
+        if not {k for meta in answers for k in meta.keywords} <= view.keywords:
+            view.keywords |= {k for meta in answers for k in meta.keywords}
+            await self.send(view.flags_response())
+        for after in answers:
+            seq = view.seq_of(after.uid)
+            if seq is not None:
+                await self.send(view.fetch_flags(seq, after, uid=cmd.uid, modseq=self.condstore))
         await self.pending_updates(allow_expunge=cmd.uid)
         code = None
         if modified:
@@ -773,20 +808,20 @@ class Session:
     async def do_fetch(self, cmd: c.FetchCommand) -> None:
         view = self._view()
         if cmd.vanished and not (cmd.uid and self.qresync and cmd.changed_since is not None):
-            await self.send(
-                responses.tagged(
-                    cmd.tag, "BAD", "VANISHED needs UID FETCH, CHANGEDSINCE and QRESYNC"
-                )
-            )
+            await self.bad(cmd.tag, "VANISHED needs UID FETCH, CHANGEDSINCE and QRESYNC")
             return
         if cmd.changed_since is not None:
             self.enabled.add("CONDSTORE")
         await self._io(view.folder.refresh)
         uids = view.resolve(cmd.set, uid=cmd.uid)
         if cmd.vanished and cmd.changed_since is not None:
-            top = view.uids[-1] if view.uids else 0
+            # "*" covers every UID handed out, or expunging the newest ones would go unsaid;
+            # UIDs still in the view are reported (VANISHED, not EARLIER) below.
+            top = view.uidnext - 1
             gone = [
-                u for u in view.index.vanished_since(cmd.changed_since) if cmd.set.contains(u, top)
+                u
+                for u in view.index.vanished_since(cmd.changed_since)
+                if cmd.set.contains(u, top) and view.seq_of(u) is None
             ]
             if gone:
                 await self.send(
@@ -805,7 +840,7 @@ class Session:
             or (a.name == "BINARY[]" and not a.peek)
             for a in attrs
         )
-        entries = view.metas(uids)
+        entries = await self._io(view.metas, uids)
         if cmd.changed_since is not None:
             entries = [(s, m) for s, m in entries if m.modseq > cmd.changed_since]
         missing = len(entries) < len(uids)
@@ -838,7 +873,7 @@ class Session:
         for seq, listed in chunk:
             meta = listed
             changed: MessageMeta | None = None
-            if sets_seen and not meta.mask & 1:
+            if sets_seen and not meta.mask & SEEN:
                 try:
                     _before, after = view.folder.change_flags(meta.uid, "add", ["\\Seen"])
                 except NotFound:
@@ -874,7 +909,7 @@ class Session:
         return out
 
     def _parsed_message(self, folder: Folder, uid: int) -> fetch.ParsedMessage:
-        key = (folder.name, uid)
+        key = (folder.name, folder.index.uidvalidity, uid)
         parsed = self._parsed.get(key)
         if parsed is not None:
             self._parsed.move_to_end(key)
@@ -889,15 +924,14 @@ class Session:
 
     def _candidates(self, view: SelectedView, key: SearchKey) -> list[search.SearchableMessage]:
         """Every message of the view as a searchable object (runs in a worker thread)."""
-        index = view.index
+        # One consistent snapshot: other threads may change the shared index meanwhile.
+        metas = {m.uid: m for m in view.index.messages()}
         content = search.needs_content(key) or search.needs_headers(key)
         out: list[search.SearchableMessage] = []
         for seq, uid in enumerate(view.uids, start=1):
-            pos = index.position(uid)
-            if pos is None:
-                continue
-            meta = index.meta_at(pos)
-            out.append(_Searchable(seq, meta, view, self if content else None))
+            meta = metas.get(uid)
+            if meta is not None:
+                out.append(_Searchable(seq, meta, view, self if content else None))
         return out
 
     def _run_search(self, view: SelectedView, key: SearchKey) -> list[search.SearchableMessage]:
@@ -949,8 +983,14 @@ class Session:
             return
         options = set(returns) or {"ALL"}
         if "SAVE" in options:
-            view.saved = set(uids)
             options.discard("SAVE")
+            view.saved = set(uids)
+            if uids and options and options <= {"MIN", "MAX"}:
+                # RFC 5182 §2.4: with only MIN and/or MAX, only those messages are saved.
+                pairs = sorted(zip(numbers, uids, strict=True))
+                view.saved = {pairs[0][1]} if "MIN" in options else set()
+                if "MAX" in options:
+                    view.saved.add(pairs[-1][1])
             if not options:
                 return
         parts = [b"ESEARCH (TAG " + responses.quoted(tag) + b")"]
@@ -1027,11 +1067,108 @@ class Session:
 _INDEX_ITEMS: Final = frozenset({"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"})
 
 
+# RFC 3501 §2.3.2: the system flags; another "\\" flag is reserved for future RFCs.
+_SYSTEM_FLAGS: Final = frozenset(
+    ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft", "\\Recent")
+)
+
+
+def _unknown_system_flag(flags: Iterable[str]) -> bool:
+    return any(f.startswith("\\") and f not in _SYSTEM_FLAGS for f in flags)
+
+
+def _deleted_among(folder: Folder, wanted: set[int]) -> list[int]:
+    """The UIDs of ``wanted`` that are flagged \\Deleted now (worker thread)."""
+    folder.refresh()
+    return [m.uid for m in folder.index.messages() if m.uid in wanted and m.mask & DELETED]
+
+
 def _flags(view: SelectedView, meta: MessageMeta) -> bytes:
     flags = list(meta.flags)
     if meta.uid in view.recent:
         flags.append("\\Recent")
     return responses.flags_list(flags)
+
+
+@dataclass(frozen=True, slots=True)
+class _ListEntry:
+    """One LIST response: name, attributes, and whether it carries CHILDINFO."""
+
+    name: str
+    attrs: tuple[bytes, ...]
+    childinfo: bool = False
+    exists: bool = True
+
+
+def _ancestors(name: str) -> list[str]:
+    """``a/b/c`` -> ``["a", "a/b"]``."""
+    parts = name.split(SEPARATOR)
+    return [SEPARATOR.join(parts[:depth]) for depth in range(1, len(parts))]
+
+
+def _list_entries(
+    cmd: c.ListCommand,
+    patterns: Sequence[str],
+    infos: Sequence[FolderInfo],
+    subscriptions: Sequence[str],
+) -> list[_ListEntry]:
+    """What LIST answers (RFC 3501 §6.3.8, RFC 5258 LIST-EXTENDED, RFC 6154 SPECIAL-USE)."""
+    matchers = [_pattern(p) for p in patterns]
+
+    def match(name: str) -> bool:
+        return any(m(name) for m in matchers)
+
+    subscribed_only = "SUBSCRIBED" in cmd.select_options
+    special_only = "SPECIAL-USE" in cmd.select_options
+    want_subscribed = subscribed_only or "SUBSCRIBED" in cmd.return_options
+    want_special = not cmd.extended or special_only or "SPECIAL-USE" in cmd.return_options
+    subscribed = set(subscriptions)
+    # RFC 5258 §3.5: with RECURSIVEMATCH, a name with a subscribed descendant is listed
+    # (whether or not it is subscribed itself) with CHILDINFO ("SUBSCRIBED").
+    with_child: set[str] = set()
+    if subscribed_only and "RECURSIVEMATCH" in cmd.select_options:
+        with_child = {parent for name in subscribed for parent in _ancestors(name)}
+    out: list[_ListEntry] = []
+    for info in infos:
+        childinfo = info.name in with_child
+        if not match(info.name) or (subscribed_only and not info.subscribed and not childinfo):
+            continue
+        if special_only and not info.special_use:
+            continue
+        attrs = [b"\\HasChildren" if info.has_children else b"\\HasNoChildren"]
+        if want_subscribed and info.subscribed:
+            attrs.append(b"\\Subscribed")
+        if want_special and info.special_use:
+            attrs.append(info.special_use.encode())
+        out.append(_ListEntry(info.name, tuple(attrs), childinfo))
+    if subscribed_only and not special_only:
+        # Subscriptions to folders that do not exist still list (RFC 5258 §3).
+        existing = {i.name for i in infos}
+        for name in sorted((subscribed | with_child) - existing):
+            if match(name):
+                attrs = [b"\\Subscribed"] if name in subscribed else []
+                out.append(
+                    _ListEntry(name, (*attrs, b"\\NonExistent"), name in with_child, exists=False)
+                )
+    return out
+
+
+def _lsub_entries(
+    subscriptions: Sequence[str], existing: set[str], match: Callable[[str], bool]
+) -> list[tuple[str, bytes]]:
+    """(name, attributes) of each LSUB response (RFC 3501 §6.3.9)."""
+    subscribed = set(subscriptions)
+    out = [(n, b"()" if n in existing else b"(\\Noselect)") for n in subscriptions if match(n)]
+    # "foo/bar" subscribed, "foo" not: LSUB "" "%" must answer "foo", flagged \Noselect.
+    parents = {
+        parent
+        for name in subscribed
+        if not match(name)
+        for parent in _ancestors(name)
+        if parent not in subscribed and match(parent)
+    }
+    out += [(p, b"(\\Noselect)") for p in sorted(parents)]
+    return out
 
 
 def _pattern(pattern: str) -> Callable[[str], bool]:

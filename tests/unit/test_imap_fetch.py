@@ -861,5 +861,6 @@ def test_codes_use_their_wire_names() -> None:
         "CONTACTADMIN",
         "PRIVACYREQUIRED",
         "UNKNOWN-CTE",
+        "HASCHILDREN",
     ]
     assert sorted(code.value for code in Code) == sorted(wanted)

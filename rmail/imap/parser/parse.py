@@ -318,7 +318,8 @@ class _Parser:
         if not self.at_eol():
             if self.secret:
                 self.fail("unexpected data after the command")
-            self.fail(f"unexpected data after the command: {_printable(self.data[self.pos :], 20)}")
+            extra = self.data[self.pos :].rstrip(b"\r\n").strip()
+            self.fail(f"unexpected data after the command: {_printable(extra, 20)}")
 
     def sp(self, what: str) -> None:
         """SP before the argument ``what``."""
