@@ -65,6 +65,7 @@ _PARSE_CACHE: Final = 64
 _FETCH_CHUNK: Final = 200
 _ERROR_CODES: Final[tuple[tuple[type[RmailError], Code | None], ...]] = (
     (QuotaExceeded, Code.OVERQUOTA),
+    (fetch.UnknownTransferEncoding, Code.UNKNOWN_CTE),
     (AlreadyExists, Code.ALREADYEXISTS),
     (NotFound, Code.NONEXISTENT),
     (PermissionDenied, Code.NOPERM),
@@ -847,11 +848,16 @@ class Session:
         for start in range(0, len(entries), _FETCH_CHUNK):
             chunk = entries[start : start + _FETCH_CHUNK]
             blobs = await self._io(self._render_fetch, view, chunk, attrs, sets_seen)
-            for blob, after in blobs:
-                if after is not None:
-                    view.mark_own(after)
+            for blob, reported, changed in blobs:
+                if reported is not None:
+                    # Its flags are in this response; the update pass must not repeat them.
+                    view.mark_own(reported)
+                if changed:
+                    assert reported is not None
                     self.services.events.publish(
-                        FlagsChanged(self._address(), view.folder.name, after.uid, after.modseq)
+                        FlagsChanged(
+                            self._address(), view.folder.name, reported.uid, reported.modseq
+                        )
                     )
                 await self.send(blob)
         await self.pending_updates(allow_expunge=cmd.uid)
@@ -866,9 +872,13 @@ class Session:
         chunk: list[tuple[int, MessageMeta]],
         attrs: list[FetchAttr],
         sets_seen: bool,
-    ) -> list[tuple[bytes, MessageMeta | None]]:
-        """FETCH responses for a chunk (runs in a worker thread)."""
-        out: list[tuple[bytes, MessageMeta | None]] = []
+    ) -> list[tuple[bytes, MessageMeta | None, bool]]:
+        """FETCH responses for a chunk (runs in a worker thread).
+
+        Each comes with the index entry whose flags it reported (None if it had no FLAGS)
+        and whether this FETCH itself changed them (implicit \\Seen).
+        """
+        out: list[tuple[bytes, MessageMeta | None, bool]] = []
         needs_content = any(a.name not in _INDEX_ITEMS for a in attrs)
         for seq, listed in chunk:
             meta = listed
@@ -905,7 +915,9 @@ class Session:
                     items.append(fetch.render_item(attr, parsed))
             if changed is not None and not flags_sent:
                 items.append(b"FLAGS " + _flags(view, meta))
-            out.append((responses.untagged(b"%d FETCH (" % seq + b" ".join(items) + b")"), changed))
+                flags_sent = True
+            blob = responses.untagged(b"%d FETCH (" % seq + b" ".join(items) + b")")
+            out.append((blob, meta if flags_sent else None, changed is not None))
         return out
 
     def _parsed_message(self, folder: Folder, uid: int) -> fetch.ParsedMessage:
