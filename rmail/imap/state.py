@@ -24,7 +24,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeVar
 
@@ -61,6 +61,11 @@ T = TypeVar("T")
 SEPARATOR: Final = "/"
 # Parsed messages kept per session: FETCH of headers then bodies touches the same few.
 _PARSE_CACHE: Final = 64
+# Cached ENVELOPE/BODYSTRUCTURE renderings and parsed headers shared by all sessions:
+# a few KB each, so some tens of MB at most.
+_SUMMARY_CACHE: Final = 20_000
+# A header block is read in pieces of this size until its blank line.
+_HEADER_CHUNK: Final = 16384
 # FETCH renders this many messages per trip to a worker thread.
 _FETCH_CHUNK: Final = 200
 _ERROR_CODES: Final[tuple[tuple[type[RmailError], Code | None], ...]] = (
@@ -105,6 +110,9 @@ class ImapServices:
     recent_claimed: dict[tuple[str, str], int] = field(default_factory=dict)
     # Sessions claim from worker threads (SelectedView.open, .updates).
     _recent_lock: threading.Lock = field(default_factory=threading.Lock)
+    # What several sessions fetch again and again (ENVELOPE, BODYSTRUCTURE, parsed
+    # headers), keyed by (folder dir, UIDVALIDITY, UID, item): message files never change.
+    summaries: _Lru = field(default_factory=lambda: _Lru(_SUMMARY_CACHE))
 
     @property
     def append_limit(self) -> int:
@@ -879,7 +887,11 @@ class Session:
         and whether this FETCH itself changed them (implicit \\Seen).
         """
         out: list[tuple[bytes, MessageMeta | None, bool]] = []
-        needs_content = any(a.name not in _INDEX_ITEMS for a in attrs)
+        content_attrs = [a for a in attrs if a.name not in _INDEX_ITEMS]
+        cacheable = all(a.name in _CACHED_ITEMS for a in content_attrs)
+        headers_only = all(a.name == "ENVELOPE" for a in content_attrs)
+        cache = self.services.summaries
+        folder_key = (str(view.folder.dir), view.index.uidvalidity)
         for seq, listed in chunk:
             meta = listed
             changed: MessageMeta | None = None
@@ -891,9 +903,19 @@ class Session:
                 if after.modseq != meta.modseq:
                     meta = changed = after
             parsed = None
-            if needs_content:
+            cached: dict[str, bytes] = {}
+            if content_attrs and cacheable:
+                for attr in content_attrs:
+                    hit = cache.get((*folder_key, meta.uid, attr.name))
+                    if hit is not None:
+                        cached[attr.name] = hit
+            if content_attrs and len(cached) < len(content_attrs):
                 try:
-                    parsed = self._parsed_message(view.folder, meta.uid)
+                    parsed = (
+                        self._header_message(view.folder, meta)
+                        if headers_only
+                        else self._parsed_message(view.folder, meta.uid)
+                    )
                 except NotFound:
                     continue
             items: list[bytes] = []
@@ -910,9 +932,14 @@ class Session:
                     items.append(b"RFC822.SIZE %d" % meta.size)
                 elif attr.name == "MODSEQ":
                     items.append(b"MODSEQ (%d)" % meta.modseq)
+                elif attr.name in cached:
+                    items.append(cached[attr.name])
                 else:
                     assert parsed is not None
-                    items.append(fetch.render_item(attr, parsed))
+                    rendered = fetch.render_item(attr, parsed)
+                    if attr.name in _CACHED_ITEMS:
+                        cache.put((*folder_key, meta.uid, attr.name), rendered)
+                    items.append(rendered)
             if changed is not None and not flags_sent:
                 items.append(b"FLAGS " + _flags(view, meta))
                 flags_sent = True
@@ -932,19 +959,30 @@ class Session:
             self._parsed.popitem(last=False)
         return parsed
 
+    def _header_message(self, folder: Folder, meta: MessageMeta) -> fetch.ParsedMessage:
+        """The message's header block alone, parsed (shared by every session)."""
+        key = (str(folder.dir), folder.index.uidvalidity, meta.uid, "header")
+        parsed: fetch.ParsedMessage | None = self.services.summaries.get(key)
+        if parsed is None:
+            parsed = fetch.ParsedMessage.parse(_read_header_block(folder, meta))
+            self.services.summaries.put(key, parsed)
+        return parsed
+
     # -- SEARCH, SORT, THREAD ----------------------------------------------------------------
 
-    def _candidates(self, view: SelectedView, key: SearchKey) -> list[search.SearchableMessage]:
-        """Every message of the view as a searchable object (runs in a worker thread)."""
+    def _candidates(self, view: SelectedView, key: SearchKey) -> Iterator[search.SearchableMessage]:
+        """Every message of the view as a searchable object (runs in a worker thread).
+
+        A generator: a message that does not match is dropped, with its parsed copy, as
+        soon as it has been looked at, so a search holds one message at a time.
+        """
         # One consistent snapshot: other threads may change the shared index meanwhile.
         metas = {m.uid: m for m in view.index.messages()}
-        content = search.needs_content(key) or search.needs_headers(key)
-        out: list[search.SearchableMessage] = []
+        headers_only = not search.needs_content(key)
         for seq, uid in enumerate(view.uids, start=1):
             meta = metas.get(uid)
             if meta is not None:
-                out.append(_Searchable(seq, meta, view, self if content else None))
-        return out
+                yield _Searchable(seq, meta, view, self, headers_only=headers_only)
 
     def _run_search(self, view: SelectedView, key: SearchKey) -> list[search.SearchableMessage]:
         messages = self._candidates(view, key)
@@ -953,11 +991,19 @@ class Session:
             key, messages, max_seq=len(view.uids), max_uid=star_uid, saved=view.saved
         )
 
+    def _search_released(
+        self, view: SelectedView, key: SearchKey
+    ) -> list[search.SearchableMessage]:
+        """SEARCH needs only numbers from the result: drop the parsed copies at once."""
+        found = self._run_search(view, key)
+        _release(found)
+        return found
+
     async def do_search(self, cmd: c.SearchCommand) -> None:
         view = self._view()
         await self._io(view.folder.refresh)
         assert cmd.key is not None
-        found = await self._io(self._run_search, view, cmd.key)
+        found = await self._io(self._search_released, view, cmd.key)
         numbers = [m.uid if cmd.uid else m.seq for m in found]
         await self._send_search_result(
             cmd.tag,
@@ -1034,10 +1080,9 @@ class Session:
 
         def run() -> list[search.SearchableMessage]:
             found = self._run_search(view, cmd.key)  # type: ignore[arg-type]
-            for message in found:
-                assert isinstance(message, _Searchable)
-                message.attach(self)
-            return list(thread.sort(found, cmd.keys))
+            ordered = list(thread.sort(found, cmd.keys))
+            _release(ordered)
+            return ordered
 
         ordered = await self._io(run)
         numbers = [m.uid if cmd.uid else m.seq for m in ordered]
@@ -1061,9 +1106,6 @@ class Session:
 
         def run() -> bytes:
             found = self._run_search(view, cmd.key)  # type: ignore[arg-type]
-            for message in found:
-                assert isinstance(message, _Searchable)
-                message.attach(self)
             if cmd.algorithm == "ORDEREDSUBJECT":
                 threads = thread.thread_orderedsubject(found, uid=cmd.uid)
             else:
@@ -1077,6 +1119,8 @@ class Session:
 
 
 _INDEX_ITEMS: Final = frozenset({"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"})
+# Items that depend on the message alone (not on flags or a section): safe to share.
+_CACHED_ITEMS: Final = frozenset({"ENVELOPE", "BODY", "BODYSTRUCTURE"})
 
 
 # RFC 3501 §2.3.2: the system flags; another "\\" flag is reserved for future RFCs.
@@ -1201,7 +1245,13 @@ class _Searchable:
     """A message as SEARCH/SORT/THREAD see it: index fields now, content on demand."""
 
     def __init__(
-        self, seq: int, meta: MessageMeta, view: SelectedView, session: Session | None
+        self,
+        seq: int,
+        meta: MessageMeta,
+        view: SelectedView,
+        session: Session,
+        *,
+        headers_only: bool = False,
     ) -> None:
         self.seq = seq
         self.uid = meta.uid
@@ -1213,16 +1263,20 @@ class _Searchable:
         self.modseq = meta.modseq
         self._view = view
         self._session = session
+        self._headers_only = headers_only
         self._parsed: fetch.ParsedMessage | None = None
-
-    def attach(self, session: Session) -> None:
-        self._session = session
 
     def _msg(self) -> fetch.ParsedMessage:
         if self._parsed is None:
-            assert self._session is not None
-            self._parsed = self._session._parsed_message(self._view.folder, self.uid)
+            if self._headers_only:
+                self._parsed = self._session._header_message(self._view.folder, self.meta)
+            else:
+                self._parsed = self._session._parsed_message(self._view.folder, self.uid)
         return self._parsed
+
+    def release(self) -> None:
+        """Drop the parsed copy (the result list outlives the search)."""
+        self._parsed = None
 
     def header_values(self, name: str) -> list[str]:
         return fetch.header_value(self._msg(), name)
@@ -1243,3 +1297,51 @@ class _Searchable:
         if func is None:
             raise AttributeError(name)
         return lambda *args: func(self._msg(), *args)
+
+
+def _release(messages: Iterable[Any]) -> None:
+    for message in messages:
+        if isinstance(message, _Searchable):
+            message.release()
+
+
+class _Lru:
+    """A small thread-safe LRU map (worker threads of several sessions share it)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._data: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> Any:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: tuple[Any, ...], value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.capacity:
+                self._data.popitem(last=False)
+
+
+def _read_header_block(folder: Folder, meta: MessageMeta) -> bytes:
+    """The message's header, up to and including its blank line (or the whole file)."""
+    for _attempt in range(3):
+        try:
+            with open(folder.message_path(meta), "rb") as f:
+                data = b""
+                while True:
+                    chunk = f.read(_HEADER_CHUNK)
+                    data += chunk
+                    end = data.find(b"\r\n\r\n")
+                    if end >= 0:
+                        return data[: end + 4]
+                    if len(chunk) < _HEADER_CHUNK:
+                        return data
+        except FileNotFoundError:
+            continue  # renamed by a flag change between lookup and open
+    raise NotFound(f"message file of UID {meta.uid} is missing")
