@@ -45,7 +45,7 @@ from rmail.errors import (
 from rmail.events import EventBus, FlagsChanged, MessageAdded, MessagesExpunged
 from rmail.imap import fetch, mutf7, responses, search, thread
 from rmail.imap.parser import commands as c
-from rmail.imap.parser.types import FetchAttr, SearchKey, SequenceSet
+from rmail.imap.parser.types import FetchAttr, SearchAnd, SearchKey, SearchText, SequenceSet
 from rmail.imap.responses import Code
 from rmail.imap.selected import BadSequence, ClaimRecent, SelectedView
 from rmail.store import Store
@@ -979,10 +979,21 @@ class Session:
         # One consistent snapshot: other threads may change the shared index meanwhile.
         metas = {m.uid: m for m in view.index.messages()}
         headers_only = not search.needs_content(key)
+        needles = _required_words(key)
         for seq, uid in enumerate(view.uids, start=1):
             meta = metas.get(uid)
-            if meta is not None:
-                yield _Searchable(seq, meta, view, self, headers_only=headers_only)
+            if meta is None:
+                continue
+            message = _Searchable(seq, meta, view, self, headers_only=headers_only)
+            if needles:
+                try:
+                    raw = view.folder.read(uid)
+                except NotFound:
+                    continue
+                if not _may_contain(raw, needles):
+                    continue
+                message.set_parsed(fetch.ParsedMessage.parse(raw))
+            yield message
 
     def _run_search(self, view: SelectedView, key: SearchKey) -> list[search.SearchableMessage]:
         messages = self._candidates(view, key)
@@ -1274,6 +1285,9 @@ class _Searchable:
                 self._parsed = self._session._parsed_message(self._view.folder, self.uid)
         return self._parsed
 
+    def set_parsed(self, parsed: fetch.ParsedMessage) -> None:
+        self._parsed = parsed
+
     def release(self) -> None:
         """Drop the parsed copy (the result list outlives the search)."""
         self._parsed = None
@@ -1297,6 +1311,53 @@ class _Searchable:
         if func is None:
             raise AttributeError(name)
         return lambda *args: func(self._msg(), *args)
+
+
+def _required_words(key: SearchKey) -> list[bytes]:
+    """ASCII words every match must contain (TEXT/BODY keys ANDed at the top), lower case.
+
+    Words with white space are left out: a folded header line could split them.
+    """
+    if isinstance(key, SearchText):
+        value = key.value
+        if value.isascii() and value and not any(ch.isspace() for ch in value):
+            return [value.lower().encode("ascii")]
+        return []
+    if isinstance(key, SearchAnd):
+        return [word for sub in key.keys for word in _required_words(sub)]
+    return []
+
+
+# Markers of text that may read differently once decoded: transfer encodings, RFC 2047
+# encoded words, charsets that are not ASCII-compatible, and the few characters whose
+# case folding is ASCII (ß -> ss, ſ -> s, Kelvin sign -> k, İ, the ﬀ..ﬆ ligatures), in
+# UTF-8 and, for ß, Latin-1.
+_ENCODED: Final = (
+    b"base64",
+    b"quoted-printable",
+    b"=?",
+    b"utf-16",
+    b"utf-32",
+    b"utf-7",
+    b"\xc3\x9f",
+    b"\xc5\xbf",
+    b"\xe2\x84\xaa",
+    b"\xc4\xb0",
+    b"\xef\xac",
+    b"\xdf",
+)
+
+
+def _may_contain(raw: bytes, words: Sequence[bytes]) -> bool:
+    """False only when no decoding of ``raw`` can contain every word (a SEARCH shortcut).
+
+    For an ASCII word, a message whose bytes lack it and that has nothing encoded cannot
+    match case-insensitively once decoded either, so it need not be parsed.
+    """
+    lowered = raw.lower()
+    if all(word in lowered for word in words):
+        return True
+    return any(marker in lowered for marker in _ENCODED)
 
 
 def _release(messages: Iterable[Any]) -> None:
