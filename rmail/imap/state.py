@@ -1330,8 +1330,9 @@ def _required_words(key: SearchKey) -> list[bytes]:
 
 # Markers of text that may read differently once decoded: transfer encodings, RFC 2047
 # encoded words, charsets that are not ASCII-compatible, and the few characters whose
-# case folding is ASCII (ß -> ss, ſ -> s, Kelvin sign -> k, İ, the ﬀ..ﬆ ligatures), in
-# UTF-8 and, for ß, Latin-1.
+# case folding is ASCII (sharp s -> ss, long s -> s, Kelvin sign -> k, dotted I, the ff..st
+# ligatures), in
+# UTF-8 and, for sharp s, Latin-1.
 _ENCODED: Final = (
     b"base64",
     b"quoted-printable",
