@@ -1015,19 +1015,28 @@ class Session:
         await self._io(view.folder.refresh)
         assert cmd.key is not None
         found = await self._io(self._search_released, view, cmd.key)
-        numbers = [m.uid if cmd.uid else m.seq for m in found]
+        await self._answer_search(cmd, found, "SEARCH")
+
+    async def _answer_search(
+        self,
+        cmd: c.SearchCommand | c.SortCommand,
+        found: Sequence[search.SearchableMessage],
+        verb: str,
+    ) -> None:
+        """The result lines of SEARCH or SORT, pending updates, and the tagged OK."""
+        assert cmd.key is not None
         await self._send_search_result(
             cmd.tag,
-            numbers=numbers,
+            numbers=[m.uid if cmd.uid else m.seq for m in found],
             uids=[m.uid for m in found],
             uid=cmd.uid,
             returns=cmd.returns,
-            verb="SEARCH",
+            verb=verb,
             found=found,
             with_modseq=search.uses_modseq(cmd.key),
         )
         await self.pending_updates(allow_expunge=cmd.uid)
-        await self._ok(cmd.tag, "SEARCH completed")
+        await self._ok(cmd.tag, f"{verb} completed")
 
     async def _send_search_result(
         self,
@@ -1096,19 +1105,7 @@ class Session:
             return ordered
 
         ordered = await self._io(run)
-        numbers = [m.uid if cmd.uid else m.seq for m in ordered]
-        await self._send_search_result(
-            cmd.tag,
-            numbers=numbers,
-            uids=[m.uid for m in ordered],
-            uid=cmd.uid,
-            returns=cmd.returns,
-            verb="SORT",
-            found=ordered,
-            with_modseq=search.uses_modseq(cmd.key),
-        )
-        await self.pending_updates(allow_expunge=cmd.uid)
-        await self._ok(cmd.tag, "SORT completed")
+        await self._answer_search(cmd, ordered, "SORT")
 
     async def do_thread(self, cmd: c.ThreadCommand) -> None:
         view = self._view()
