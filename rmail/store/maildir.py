@@ -36,7 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from rmail.errors import AlreadyExists, InvalidInput, NotFound, QuotaExceeded, TemporaryFailure
+from rmail.errors import (
+    AlreadyExists,
+    InvalidInput,
+    NotFound,
+    QuotaExceeded,
+    RmailError,
+    TemporaryFailure,
+)
 from rmail.store.fsio import (
     FileLock,
     atomic_write_json,
@@ -79,6 +86,16 @@ SPECIAL_USE: Final = frozenset(
 # One Maildir++ directory holds the whole encoded path, so the whole name must fit in one
 # file name (NAME_MAX 255) with room for the leading dot.
 MAX_FOLDER_BYTES: Final = 250
+# The quota check runs for every delivery, so it works from memory: the folder list and
+# each folder's size may lag changes made by *other* processes (another server, `rmail
+# deliver`, a mail client on the same files) by up to this many seconds. Changes made through
+# this Mailbox are seen at once. (A named constant, not a config key: config.py is not ours.)
+QUOTA_STALE_SECONDS: Final = 2.0
+# ... and the mail dir itself is stat'ed for new, renamed or deleted folders at most this often.
+_NAMES_RECHECK: Final = 0.1
+# Group commit: how long a leader waits for callers of this process still writing their
+# message files into the same folder, to index them with its own batch (see Folder._commit).
+GROUP_COMMIT_WAIT: Final = 0.002
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
@@ -96,6 +113,8 @@ def normalize_folder_name(name: str) -> str:
         InvalidInput: empty component (``a//b``, leading or trailing ``/``), ``.`` or ``..``
             as a component, control characters or NUL, or too long.
     """
+    if name == INBOX:
+        return INBOX  # the common case (every delivery), valid as it is
     if not name:
         raise InvalidInput("folder name is empty")
     parts = name.split("/")
@@ -138,6 +157,53 @@ class FolderInfo:
     subscribed: bool
 
 
+_Row = tuple[str, int, Sequence[str], int, int]  # MailIndex.add_many: base, mask, kw, size, date
+
+
+class _Commit:
+    """One caller's files waiting to be indexed by :meth:`Folder._commit`.
+
+    ``wake`` is held from the start; whoever settles the request (or makes it the next
+    leader) releases it, which is what its waiting caller blocks on.
+    """
+
+    __slots__ = ("done", "error", "metas", "placed", "rows", "wake")
+
+    def __init__(self, placed: list[str], rows: list[_Row]) -> None:
+        self.placed = placed
+        self.rows = rows
+        self.done = False
+        self.metas: list[MessageMeta] = []
+        self.error: BaseException | None = None
+        self.wake = threading.Lock()
+        self.wake.acquire()
+
+
+class _Writing:
+    """A caller of :meth:`Folder._commit` still writing its files; stopped exactly once."""
+
+    __slots__ = ("folder", "stopped")
+
+    def __init__(self, folder: Folder) -> None:
+        self.folder = folder
+        self.stopped = False
+
+    def stop_locked(self) -> None:
+        """Stop counting this writer (the caller holds the folder's commit lock)."""
+        if not self.stopped:
+            self.stopped = True
+            folder = self.folder
+            folder._writers -= 1
+            if folder._writers == 0 and folder._leader_wake is not None:
+                # The leader waiting for the writers need not wait any more.
+                folder._leader_wake.release()
+                folder._leader_wake = None
+
+    def stop(self) -> None:
+        with self.folder._commit_lock:
+            self.stop_locked()
+
+
 class Folder:
     """One folder: its directory, its index and the operations on its messages."""
 
@@ -146,6 +212,15 @@ class Folder:
         self.name = name
         self.dir = path
         self.index = index
+        self._dir_str = os.fspath(path)  # for the paths of every append (cheaper than pathlib)
+        # Group commit (see _commit), under _commit_lock: callers writing files, requests
+        # waiting for a leader, whether a leader runs, and the lock a leader waiting for
+        # the writers blocks on (released by the last writer to finish).
+        self._commit_lock = threading.Lock()
+        self._writers = 0
+        self._commit_queue: list[_Commit] = []
+        self._committing = False
+        self._leader_wake: threading.Lock | None = None
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -198,6 +273,8 @@ class Folder:
         data: bytes,
         flags: Iterable[str] = (),
         date: int | None = None,
+        *,
+        check_quota: bool = True,
     ) -> MessageMeta:
         """Store a message: file written and fsynced, then indexed.
 
@@ -205,44 +282,133 @@ class Folder:
             QuotaExceeded: the account has no room for it.
             TemporaryFailure: the disk refused the write.
         """
-        return self.append_many([(data, tuple(flags), date)])[0]
+        return self.append_many([(data, tuple(flags), date)], check_quota=check_quota)[0]
 
     def append_many(
-        self, items: Sequence[tuple[bytes, Sequence[str], int | None]]
+        self,
+        items: Sequence[tuple[bytes, Sequence[str], int | None]],
+        *,
+        check_quota: bool = True,
     ) -> list[MessageMeta]:
         """Append several messages atomically as a group (RFC 3502 MULTIAPPEND).
 
-        Either every message is indexed or none is.
+        Either every message is indexed or none is. ``check_quota=False`` is for a caller
+        that has just checked the quota itself (local delivery).
         """
         prepared = [(normalize_crlf(data), flags, date) for data, flags, date in items]
-        self.mailbox.check_quota(sum(len(d) for d, _, _ in prepared))
-        placed: list[Path] = []
-        rows: list[tuple[str, int, Sequence[str], int, int]] = []
+        if check_quota:
+            self.mailbox.check_quota(sum(len(d) for d, _, _ in prepared))
+        placed: list[str] = []
+        rows: list[_Row] = []
+        writing = self._start_writing()
         try:
             for data, flags, date in prepared:
                 mask, keywords = flags_to_mask(flags)
                 base = unique_name(self.mailbox.hostname)
-                tmp = self.dir / "tmp" / base
+                tmp = f"{self._dir_str}/tmp/{base}"
                 self.mailbox.write_file(tmp, data)
                 # Untouched mail goes to new/ (Maildir); mail stored with flags, to cur/.
                 mask = mask or IN_NEW
-                dest = self.dir / MessageMeta(0, base, mask, (), 0, 0, 0).relpath
+                dest = f"{self._dir_str}/{MessageMeta(0, base, mask, (), 0, 0, 0).relpath}"
                 os.rename(tmp, dest)
                 placed.append(dest)
                 rows.append((base, mask, keywords, len(data), int(date or time.time())))
-            self._sync_dirs()
-            metas = self.index.add_many(rows)
+            metas = self._commit(placed, rows, writing)
         except BaseException:
+            writing.stop()
             for path in placed:
                 with contextlib.suppress(OSError):
-                    path.unlink()
+                    os.unlink(path)
             raise
         return metas
 
-    def _sync_dirs(self) -> None:
+    def _start_writing(self) -> _Writing:
+        """Count a caller that is about to write files it will :meth:`_commit` (see there)."""
+        with self._commit_lock:
+            self._writers += 1
+        return _Writing(self)
+
+    def _commit(self, placed: list[str], rows: list[_Row], writing: _Writing) -> list[MessageMeta]:
+        """Make ``placed`` files (complete and fsynced, renamed into new/ or cur/) durable
+        in their directories, then index them as ``rows``; returns their new metadata.
+
+        Group commit (leader/follower) for threads of this process appending to this folder
+        at once: the first caller to find no commit running becomes the leader and commits
+        every request queued so far in one go: one fsync per directory that received files,
+        then one journal write with one fdatasync (:meth:`MailIndex.add_many`) under one
+        flock. Before it takes the queue, a leader waits up to ``GROUP_COMMIT_WAIT`` for
+        callers still writing their files (counted by :meth:`_start_writing`): their files
+        are nearly done, and otherwise each would need a commit of its own right after this
+        one. Callers that arrive while a commit runs queue up and sleep; when the leader is
+        done it wakes the members of its batch and hands the lead to the oldest request
+        left, which commits the next batch. Each caller returns only once its own files and
+        index records are durable. A batch is indexed whole or not at all, so a failure is
+        every member's: each gets the error (followers a copy of it) and removes its own
+        files. Other processes are excluded by the index flock as before.
+        """
+        request = _Commit(placed, rows)
+        with self._commit_lock:
+            self._commit_queue.append(request)
+            writing.stop_locked()
+            leader = not self._committing
+            self._committing = True
+        if not leader:
+            request.wake.acquire()  # until settled, or made the next leader
+            if request.done:
+                return _outcome(request)
+        return self._lead(request)
+
+    def _lead(self, request: _Commit) -> list[MessageMeta]:
+        """Commit a batch as its leader (see :meth:`_commit`), then pass the lead on."""
+        batch = [request]
+        try:
+            batch = self._gather()
+            self._sync_dirs(path for member in batch for path in member.placed)
+            metas = self.index.add_many([row for member in batch for row in member.rows])
+        except BaseException as exc:
+            with self._commit_lock:
+                if request in self._commit_queue:  # failed before taking the queue
+                    self._commit_queue.remove(request)
+            for member in batch:
+                member.error = exc
+            raise
+        else:
+            start = 0
+            for member in batch:
+                member.metas = metas[start : start + len(member.rows)]
+                start += len(member.rows)
+        finally:
+            with self._commit_lock:
+                for member in batch:
+                    member.done = True
+                successor = self._commit_queue[0] if self._commit_queue else None
+                self._committing = successor is not None
+            for member in batch:
+                if member is not request:
+                    member.wake.release()
+            if successor is not None:
+                successor.wake.release()  # not done: it leads the next batch
+        return request.metas
+
+    def _gather(self) -> list[_Commit]:
+        """Take the queue, once the callers still writing have joined it (or time is up)."""
+        deadline = time.monotonic() + GROUP_COMMIT_WAIT
+        while True:
+            with self._commit_lock:
+                remaining = deadline - time.monotonic()
+                if self._writers == 0 or remaining <= 0:
+                    self._leader_wake = None
+                    batch, self._commit_queue = self._commit_queue, []
+                    return batch
+                wake = self._leader_wake = threading.Lock()
+                wake.acquire()
+            wake.acquire(timeout=remaining)
+
+    def _sync_dirs(self, placed: Iterable[str]) -> None:
+        """fsync the directories that received ``placed`` files (the renames into them)."""
         if self.mailbox.fsync:
-            fsync_dir(self.dir / "new")
-            fsync_dir(self.dir / "cur")
+            for directory in sorted({os.path.dirname(path) for path in placed}):
+                fsync_dir(Path(directory))
 
     def change_flags(
         self,
@@ -306,13 +472,14 @@ class Folder:
             return []
         if check_quota:
             dest.mailbox.check_quota(sum(m.size for m in metas))
-        placed: list[Path] = []
-        rows: list[tuple[str, int, Sequence[str], int, int]] = []
+        placed: list[str] = []
+        rows: list[_Row] = []
+        writing = dest._start_writing()
         try:
             for meta in metas:
                 base = unique_name(dest.mailbox.hostname)
                 mask = meta.mask
-                target = dest.dir / MessageMeta(0, base, mask, (), 0, 0, 0).relpath
+                target = os.fspath(dest.dir / MessageMeta(0, base, mask, (), 0, 0, 0).relpath)
                 src = self.message_path(meta)
                 try:
                     os.link(src, target)
@@ -323,12 +490,12 @@ class Folder:
                     os.rename(tmp, target)
                 placed.append(target)
                 rows.append((base, mask, meta.keywords, meta.size, meta.date))
-            dest._sync_dirs()
-            new = dest.index.add_many(rows)
+            new = dest._commit(placed, rows, writing)
         except BaseException:
+            writing.stop()
             for path in placed:
                 with contextlib.suppress(OSError):
-                    path.unlink()
+                    os.unlink(path)
             raise
         return [(m.uid, n.uid) for m, n in zip(metas, new, strict=True)]
 
@@ -339,6 +506,20 @@ class Folder:
         pairs = self.copy_to(uids, dest, check_quota=dest.mailbox is not self.mailbox)
         self.expunge([src for src, _ in pairs])
         return pairs
+
+
+def _outcome(request: _Commit) -> list[MessageMeta]:
+    """A follower's result: its metadata, or the batch's error raised in this thread."""
+    error = request.error
+    if error is None:
+        return request.metas
+    # The leader raises the original; a follower raises its own copy, so that tracebacks
+    # of different threads do not pile up on one exception object.
+    copy: RmailError = TemporaryFailure(f"cannot store message: {error}")
+    if isinstance(error, RmailError):
+        with contextlib.suppress(TypeError):
+            copy = type(error)(*error.args)
+    raise copy from error
 
 
 class Mailbox:
@@ -370,6 +551,9 @@ class Mailbox:
         self._folders_lock = FileLock(mail_dir / ".folders.lock")
         self._cache: dict[str, Folder] = {}
         self._cache_lock = threading.Lock()
+        # For usage_bytes: (stat key of the mail dir, monotonic expiry, folder names).
+        self._names_cache: tuple[tuple[int, int, int], float, list[str]] | None = None
+        self._names_checked = 0.0  # monotonic time the mail dir's stat last matched
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -401,6 +585,7 @@ class Mailbox:
         return value
 
     def _make_folder(self, name: str) -> None:
+        self._names_cache = None
         path = self._dir_of(name)
         for sub in ("cur", "new", "tmp"):
             (path / sub).mkdir(parents=True, exist_ok=True)
@@ -414,8 +599,14 @@ class Mailbox:
 
     # -- folders ---------------------------------------------------------------------------
 
-    def folder(self, name: str) -> Folder:
+    def folder(self, name: str, *, refresh: bool = True) -> Folder:
         """Open a folder (cached).
+
+        Args:
+            name: the folder name.
+            refresh: bring a cached folder's index up to date first. A caller that is only
+                going to append can pass False: every write refreshes the index under its
+                lock anyway (and a folder deleted meanwhile then answers NotFound).
 
         Raises:
             InvalidInput: the name is not valid.
@@ -425,6 +616,8 @@ class Mailbox:
         with self._cache_lock:
             folder = self._cache.get(name)
         if folder is not None:
+            if not refresh:
+                return folder
             try:
                 folder.index.refresh()
                 return folder
@@ -443,6 +636,7 @@ class Mailbox:
         return (self._dir_of(normalize_folder_name(name)) / "index.json").exists()
 
     def _forget(self, name: str) -> None:
+        self._names_cache = None
         with self._cache_lock:
             for key in [k for k in self._cache if k == name or k.startswith(name + "/")]:
                 self._cache.pop(key).index.close()
@@ -615,26 +809,73 @@ class Mailbox:
 
     # -- space -------------------------------------------------------------------------------
 
-    def usage_bytes(self) -> int:
-        """Bytes of mail in every folder (from the indexes; no file is read)."""
+    def usage_bytes(self, max_age: float = QUOTA_STALE_SECONDS) -> int:
+        """Bytes of mail in every folder (from the indexes; no file is read).
+
+        Works from memory: the folder list is listed again when the mail directory changes
+        (its mtime, link count or inode) or is older than ``max_age`` seconds, and a
+        folder's index is refreshed only when its last refresh is older than ``max_age``.
+        So what another process did in the last ``max_age`` seconds may be missing (what
+        this process did never is); ``max_age=0`` gives the exact figure.
+        """
+        now = time.monotonic()
         total = 0
-        for name in self.folder_names():
-            with contextlib.suppress(NotFound):
-                total += self.folder(name).index.total_size
+        for name in self._names_for_usage(now, max_age):
+            with self._cache_lock:
+                folder = self._cache.get(name)
+            try:
+                if folder is None:
+                    folder = self.folder(name)  # opens and refreshes it
+                elif now - folder.index.refreshed_at >= max_age:
+                    folder.index.refresh()
+            except NotFound:
+                self._forget(name)
+                continue
+            total += folder.index.total_size
         return total
 
-    def check_quota(self, incoming: int) -> None:
-        """Raises QuotaExceeded when ``incoming`` more bytes would not fit."""
-        quota = self._quota_bytes()
+    def _names_for_usage(self, now: float, max_age: float) -> list[str]:
+        """:meth:`folder_names`, reused while the mail dir is unchanged (see usage_bytes).
+
+        The mail dir is looked at (one ``stat``) at most every ``_NAMES_RECHECK`` seconds.
+        """
+        cached = self._names_cache
+        if cached is not None and now < cached[1]:
+            if now - self._names_checked < min(_NAMES_RECHECK, max_age):
+                return cached[2]
+            st = os.stat(self.dir)
+            if cached[0] == (st.st_mtime_ns, st.st_nlink, st.st_ino):
+                self._names_checked = now
+                return cached[2]
+        st = os.stat(self.dir)
+        names = self.folder_names()
+        self._names_cache = ((st.st_mtime_ns, st.st_nlink, st.st_ino), now + max_age, names)
+        self._names_checked = now
+        return names
+
+    def check_quota(self, incoming: int, *, quota: int | None = None) -> int | None:
+        """Raises QuotaExceeded when ``incoming`` more bytes would not fit.
+
+        Args:
+            incoming: bytes about to be stored.
+            quota: the quota in bytes when the caller has it at hand (else it is asked for).
+
+        Returns:
+            The bytes free before ``incoming`` (None: no quota). See :meth:`usage_bytes`
+            for how current the figure is.
+        """
+        if quota is None:
+            quota = self._quota_bytes()
         if quota <= 0:
-            return
+            return None
         used = self.usage_bytes() + self._extra_usage()
         if used + incoming > quota:
             raise QuotaExceeded(
                 f"mailbox full: {used + incoming} bytes would exceed the quota of {quota}"
             )
+        return quota - used
 
-    def write_file(self, path: Path, data: bytes) -> None:
+    def write_file(self, path: str | Path, data: bytes) -> None:
         """Write a new message file (not yet visible: it is in ``tmp/``) and fsync it."""
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -651,7 +892,7 @@ class Mailbox:
         except OSError as exc:
             os.close(fd)
             with contextlib.suppress(OSError):
-                path.unlink()
+                os.unlink(path)
             raise TemporaryFailure(f"cannot store message: {exc.strerror}") from exc
         os.close(fd)
 

@@ -38,6 +38,7 @@ import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,12 +194,20 @@ class MailIndex:
         self.fsync = fsync
         self.journal_max = journal_max
         self._lock = FileLock(folder_dir / _LOCK)
+        # Plain strings for the paths used on every refresh and write (cheaper than pathlib).
+        self._snapshot_path = os.path.join(folder_dir, _SNAPSHOT)
+        self._journal_path = os.path.join(folder_dir, _JOURNAL)
         self._mem = threading.RLock()
         self._snap_id: tuple[int, int, int] | None = None
         self._journal_id: tuple[int, int] | None = None
         self._journal_offset = 0
         self._journal_records = 0
         self._journal_fd: int | None = None
+        self._journal_fd_id: tuple[int, int] | None = None  # (inode, device) of _journal_fd
+        self._journal_seen_size: int | None = None  # the journal's size at the last read
+        # time.monotonic() of the last time the memory state was known to match the disk
+        # (0.0: never); lets callers that tolerate a little staleness skip a refresh.
+        self.refreshed_at = 0.0
         self._reset(uidvalidity=0)
 
     # -- state ---------------------------------------------------------------------------
@@ -248,13 +257,15 @@ class MailIndex:
         """
         with self._mem:
             for _attempt in range(20):
+                started = time.monotonic()
                 if self._refresh_once():
+                    self.refreshed_at = started
                     return
             raise TemporaryFailure(f"index of {self.dir.name} keeps changing, try again")
 
     def _refresh_once(self) -> bool:
         try:
-            st = os.stat(self.dir / _SNAPSHOT)
+            st = os.stat(self._snapshot_path)
         except FileNotFoundError:
             raise NotFound("no such folder") from None
         snap_id = (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -265,7 +276,7 @@ class MailIndex:
         return self._read_journal()
 
     def _load_snapshot(self) -> None:
-        with open(self.dir / _SNAPSHOT, "rb") as f:
+        with open(self._snapshot_path, "rb") as f:
             raw = f.read()
         # The columns are a few large strings, but a cold parse still allocates enough for
         # the cyclic GC to wake up repeatedly; nothing here makes cycles.
@@ -294,11 +305,13 @@ class MailIndex:
 
     def _read_journal(self) -> bool:
         """Apply the journal's unread tail. False: the journal is ahead of our snapshot."""
-        path = self.dir / _JOURNAL
+        path = self._journal_path
         try:
             st = os.stat(path)
         except FileNotFoundError:
+            self._journal_seen_size = None
             return True  # a compaction crashed before the new journal; the snapshot is whole
+        self._journal_seen_size = st.st_size
         journal_id = (st.st_ino, st.st_dev)
         if journal_id != self._journal_id:
             self._journal_id = journal_id
@@ -548,8 +561,10 @@ class MailIndex:
             self._write_snapshot_and_journal()
 
     def _refresh_locked(self) -> None:
+        started = time.monotonic()
         for _attempt in range(3):
             if self._refresh_once():
+                self.refreshed_at = started
                 break
         else:  # pragma: no cover - only if the files change while we hold the lock
             raise TemporaryFailure(f"index of {self.dir.name} changed under its lock")
@@ -559,14 +574,14 @@ class MailIndex:
             self._write_snapshot_and_journal()
 
     def _truncate_partial_tail(self) -> None:
-        """Under the lock nobody else is writing: bytes past the last newline are a crash's."""
-        path = self.dir / _JOURNAL
-        try:
-            size = os.stat(path).st_size
-        except FileNotFoundError:
-            return
-        if size > self._journal_offset:
-            os.truncate(path, self._journal_offset)
+        """Under the lock nobody else is writing: bytes past the last newline are a crash's.
+
+        Uses the size seen by the refresh just made under the same lock (no second stat).
+        """
+        size = self._journal_seen_size
+        if size is not None and size > self._journal_offset:
+            os.truncate(self._journal_path, self._journal_offset)
+            self._journal_seen_size = self._journal_offset
 
     def _log(self, record: list[Any], *, sync: bool) -> None:
         self._log_many([record], sync=sync)
@@ -596,12 +611,16 @@ class MailIndex:
         """The journal's descriptor, reopened if compaction replaced the file."""
         assert self._journal_id is not None
         if self._journal_fd is not None:
-            st = os.fstat(self._journal_fd)
-            if (st.st_ino, st.st_dev) == self._journal_id:
+            # _journal_id was just read from the path under the lock; an open descriptor
+            # keeps its inode, so comparing remembered identities needs no system call.
+            if self._journal_fd_id == self._journal_id:
                 return self._journal_fd
             os.close(self._journal_fd)
-        self._journal_fd = os.open(self.dir / _JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        return self._journal_fd
+            self._journal_fd = None
+        fd = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        st = os.fstat(fd)
+        self._journal_fd, self._journal_fd_id = fd, (st.st_ino, st.st_dev)
+        return fd
 
     def _write_snapshot_and_journal(self) -> None:
         """Compaction: the snapshot of generation g, then a journal holding only ``["h", g]``."""
@@ -641,4 +660,5 @@ class MailIndex:
             if self._journal_fd is not None:
                 os.close(self._journal_fd)
                 self._journal_fd = None
+                self._journal_fd_id = None
             self._lock.close()
