@@ -89,7 +89,7 @@ MAX_FOLDER_BYTES: Final = 250
 # The quota check runs for every delivery, so it works from memory: the folder list and
 # each folder's size may lag changes made by *other* processes (another server, `rmail
 # deliver`, a mail client on the same files) by up to this many seconds. Changes made through
-# this Mailbox are seen at once. (A named constant, not a config key: config.py is not ours.)
+# this Mailbox are seen at once.
 QUOTA_STALE_SECONDS: Final = 2.0
 # ... and the mail dir itself is stat'ed for new, renamed or deleted folders at most this often.
 _NAMES_RECHECK: Final = 0.1
