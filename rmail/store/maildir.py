@@ -876,9 +876,17 @@ class Mailbox:
         return quota - used
 
     def write_file(self, path: str | Path, data: bytes) -> None:
-        """Write a new message file (not yet visible: it is in ``tmp/``) and fsync it."""
+        """Write a new message file (not yet visible: it is in ``tmp/``) and fsync it.
+
+        With fsync on the file is opened ``O_SYNC``: each ``write`` returns once the data
+        and all the file's metadata are on disk, which is what ``fsync`` after the write
+        gives, in one system call instead of two (a message is normally one write).
+        """
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        if self.fsync:
+            flags |= os.O_SYNC
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            fd = os.open(path, flags, 0o600)
         except FileExistsError:
             raise TemporaryFailure("maildir name clash, try again") from None
         except FileNotFoundError:
@@ -887,8 +895,6 @@ class Mailbox:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            if self.fsync:
-                os.fsync(fd)
         except OSError as exc:
             os.close(fd)
             with contextlib.suppress(OSError):
