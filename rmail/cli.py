@@ -129,8 +129,12 @@ def _print_demo(creds: dict[str, str], server: Any) -> None:
         "",
         "rmail demo is running. Accounts (also in secrets/demo.json):",
         *[f"  {address}  password: {password}" for address, password in creds.items()],
+        f"  IMAP   {server.config.imap.host}:{ports['imaps']} (TLS), :{ports['imap']} (STARTTLS)",
+        f"  SMTP   submission {server.config.smtp.host}:{ports['smtps']} (TLS), "
+        f":{ports['submission']} (STARTTLS); MX :{ports['smtp']}",
         f"  HTTP   http://{host}:{ports['http']}/health",
         f"  HTTPS  https://{host}:{ports['https']}/ (self-signed certificate)",
+        "  User name: the full address. The certificate is self-signed: accept it once.",
         f"  ports: {server.config.root / 'run' / 'ports.json'}",
         "  Stop with Ctrl-C.",
         "",
