@@ -140,7 +140,7 @@ class Delivery:
         if len(self._rcpt_ok) >= _RCPT_CACHE_MAX:
             self._rcpt_ok.clear()
         self._rcpt_ok[address] = (time.monotonic() + RCPT_CHECK_TTL, free, targets)
-        return targets
+        return list(targets)  # a copy: the cached list stays as it was
 
     async def send(
         self,

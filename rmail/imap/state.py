@@ -19,6 +19,7 @@ import asyncio
 import base64
 import binascii
 import bisect
+import functools
 import logging
 import re
 import threading
@@ -702,7 +703,7 @@ class Session:
             # RFC 4315 §2.1: only the messages of the set that are \Deleted.
             wanted = set(view.resolve(cmd.uids, uid=True))
             deleted = await self._io(_deleted_among, view.folder, wanted)
-        gone = await self._io(view.folder.expunge, deleted)
+        gone = await self._io(functools.partial(view.folder.expunge, deleted, only_deleted=True))
         uids = [m.uid for m in gone]
         self._publish_expunge(view, uids)
         for line in view.forget(uids, qresync=self.qresync):

@@ -52,7 +52,6 @@ from rmail.store.fsio import (
     unique_name,
 )
 from rmail.store.mailindex import (
-    DELETED,
     IN_NEW,
     FlagOp,
     MailIndex,
@@ -441,13 +440,15 @@ class Folder:
                 with contextlib.suppress(FileNotFoundError):
                     os.rename(found, target)
 
-    def expunge(self, uids: Iterable[int] | None = None) -> list[MessageMeta]:
-        """Remove messages: the given UIDs, or (None) every message flagged \\Deleted."""
-        self.index.refresh()
-        if uids is None:
-            with self.index._mem:
-                uids = [self.index.uids[i] for i, m in enumerate(self.index.masks) if m & DELETED]
-        gone = self.index.expunge(uids)
+    def expunge(
+        self, uids: Iterable[int] | None = None, *, only_deleted: bool = False
+    ) -> list[MessageMeta]:
+        """Remove messages: the given UIDs, or (None) every message flagged \\Deleted.
+
+        With ``only_deleted`` a given UID goes only if it is still flagged \\Deleted when
+        the index lock is held (see ``MailIndex.expunge``).
+        """
+        gone = self.index.expunge(uids, only_deleted=only_deleted)
         for meta in gone:
             self._unlink(meta)
         return gone

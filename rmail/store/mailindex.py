@@ -540,14 +540,25 @@ class MailIndex:
         """Replace one message's flags (see :meth:`change_flags`)."""
         return self.change_flags(uid, "set", mask, keywords, unchanged_since=unchanged_since)
 
-    def expunge(self, uids: Iterable[int]) -> list[MessageMeta]:
-        """Remove messages from the index; returns what was removed (files are the caller's)."""
+    def expunge(
+        self, uids: Iterable[int] | None, *, only_deleted: bool = False
+    ) -> list[MessageMeta]:
+        """Remove messages from the index; returns what was removed (files are the caller's).
+
+        Args:
+            uids: the messages to remove; None means every message flagged \\Deleted.
+            only_deleted: remove only those of ``uids`` still flagged \\Deleted now, under
+                the lock (IMAP EXPUNGE: another session may have cleared the flag).
+        """
         with self._mem, self._lock.hold():
             self._refresh_locked()
-            gone = [
-                self.meta_at(p)
-                for p in sorted({p for p in (self._position(u) for u in uids) if p is not None})
-            ]
+            if uids is None:
+                positions = [i for i, m in enumerate(self.masks) if m & DELETED]
+            else:
+                positions = sorted({p for p in (self._position(u) for u in uids) if p is not None})
+                if only_deleted:
+                    positions = [p for p in positions if self.masks[p] & DELETED]
+            gone = [self.meta_at(p) for p in positions]
             if gone:
                 modseq = self.highestmodseq + 1
                 self._log(["x", modseq, [m.uid for m in gone]], sync=True)

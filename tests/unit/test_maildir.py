@@ -456,3 +456,16 @@ def test_quota_counts_every_folder_and_extra_usage(tmp_path: Path) -> None:
 def test_unflagged_meta_relpath_points_into_new() -> None:
     meta = MessageMeta(uid=1, base="b", mask=IN_NEW, keywords=(), size=0, date=0, modseq=1)
     assert meta.relpath == "new/b"
+
+
+def test_expunge_of_given_uids_spares_those_no_longer_flagged_deleted(tmp_path: Path) -> None:
+    """IMAP UID EXPUNGE: a session may clear \\Deleted between the client's STORE and EXPUNGE."""
+    mailbox = Mailbox(tmp_path / "mail", hostname="test", fsync=False)
+    mailbox.initialize()
+    inbox = mailbox.folder("INBOX")
+    kept = inbox.append(b"Subject: keep\r\n\r\nx\r\n")
+    gone = inbox.append(b"Subject: go\r\n\r\ny\r\n")
+    inbox.change_flags(gone.uid, "add", ["\\Deleted"])
+    removed = inbox.expunge([kept.uid, gone.uid], only_deleted=True)
+    assert [m.uid for m in removed] == [gone.uid]
+    assert list(inbox.refresh().uids) == [kept.uid]
