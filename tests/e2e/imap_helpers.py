@@ -19,7 +19,6 @@ import contextlib
 import itertools
 import re
 import smtplib
-import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from conftest import RunningServer, make_config
+from line_client import LOOPBACK, TIMEOUT, TLS_NAME, LineClient
 
 from rmail.config import AuthConfig
 from rmail.store import Store
@@ -48,9 +48,6 @@ __all__ = [
 
 CHEAP_AUTH: Final = AuthConfig(argon2_time_cost=1, argon2_memory_kib=64)
 HOSTNAME: Final = "mail.example.test"
-TLS_NAME: Final = "localhost"  # a name the generated certificate carries
-LOOPBACK: Final = "127.0.0.1"
-TIMEOUT: Final = 10.0  # seconds for any single network operation
 # A literal announced at the end of a response line: "{12}" (or "~{12}" for literal8).
 _LITERAL_RE: Final = re.compile(rb"~?\{(\d+)\}$")
 _user_ids = itertools.count(1)
@@ -196,7 +193,7 @@ class Reply:
         return out
 
 
-class RawImap:
+class RawImap(LineClient):
     """A line-level IMAP client on a socket; tags are ``t1``, ``t2``, ..."""
 
     def __init__(
@@ -206,51 +203,12 @@ class RawImap:
         implicit_tls: ssl.SSLContext | None = None,
         timeout: float = TIMEOUT,
     ) -> None:
-        sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
-        if implicit_tls is not None:
-            sock = implicit_tls.wrap_socket(sock, server_hostname=TLS_NAME)
-        self.sock: socket.socket = sock
-        self.timeout = timeout
-        self._buf = b""
+        super().__init__(port, implicit_tls=implicit_tls, timeout=timeout)
         self._tags = itertools.count(1)
         self.greeting = self.read_response()
 
-    def __enter__(self) -> RawImap:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
     def next_tag(self) -> str:
         return f"t{next(self._tags)}"
-
-    # -- bytes ---------------------------------------------------------------------------
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"connection closed; unread: {self._buf!r}")
-        self._buf += chunk
-
-    def read_line(self) -> bytes:
-        """One raw line without CRLF (a literal's announcement is not followed)."""
-        while b"\r\n" not in self._buf:
-            self._fill()
-        line, _, self._buf = self._buf.partition(b"\r\n")
-        return line
-
-    def read_exactly(self, size: int) -> bytes:
-        while len(self._buf) < size:
-            self._fill()
-        data, self._buf = self._buf[:size], self._buf[size:]
-        return data
 
     def read_response(self) -> bytes:
         """One whole response: a line, and each literal it announces with the line after it."""

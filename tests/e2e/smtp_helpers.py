@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import smtplib
-import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from conftest import RunningServer, make_config
+from line_client import LOOPBACK, TIMEOUT, TLS_NAME, LineClient
 
 from rmail.config import AuthConfig
 from rmail.smtp import replies
@@ -48,9 +48,6 @@ __all__ = [
 
 CHEAP_AUTH: Final = AuthConfig(argon2_time_cost=1, argon2_memory_kib=64)
 HOSTNAME: Final = "mail.example.test"  # make_config's hostname: the one in 421 replies
-TLS_NAME: Final = "localhost"  # a name the generated certificate carries
-LOOPBACK: Final = "127.0.0.1"
-TIMEOUT: Final = 10.0  # seconds for any single network operation
 
 
 @dataclass
@@ -177,7 +174,7 @@ def quit_quietly(client: smtplib.SMTP) -> None:
     client.close()
 
 
-class RawSmtp:
+class RawSmtp(LineClient):
     """A line-level SMTP client on a socket (CRLF lines, multi-line replies joined by LF)."""
 
     def __init__(
@@ -187,34 +184,11 @@ class RawSmtp:
         implicit_tls: ssl.SSLContext | None = None,
         timeout: float = TIMEOUT,
     ) -> None:
-        sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
-        if implicit_tls is not None:
-            sock = implicit_tls.wrap_socket(sock, server_hostname=TLS_NAME)
-        self.sock: socket.socket = sock
-        self._buf = b""
+        super().__init__(port, implicit_tls=implicit_tls, timeout=timeout)
         self.banner = self.read_reply()
 
-    def __enter__(self) -> RawSmtp:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
     def _line(self) -> bytes:
-        while b"\r\n" not in self._buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError(f"connection closed; unread: {self._buf!r}")
-            self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\r\n")
-        return line
+        return self.read_line()
 
     def read_reply(self) -> str:
         """One whole reply; a multi-line reply's lines joined by LF."""
