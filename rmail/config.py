@@ -16,6 +16,7 @@ the file and the key; the server refuses to start rather than guessing.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -34,12 +35,14 @@ __all__ = [
     "DeliveryConfig",
     "HttpConfig",
     "ImapConfig",
+    "InboundConfig",
     "RelayConfig",
     "SmtpConfig",
     "StoreConfig",
     "TlsConfig",
     "example_json",
     "load",
+    "parse_host_port",
     "reference_markdown",
 ]
 
@@ -52,6 +55,8 @@ def _opt(default: Any, help: str, *, lo: int | None = None, hi: int | None = Non
     meta = {"help": help, "lo": lo, "hi": hi}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -138,6 +143,40 @@ class RelayConfig:
     smarthost_port: int = _opt(587, "Port of the smarthost.", lo=1, hi=65535)
     smarthost_username: str = _opt("", "AUTH PLAIN user for the smarthost; empty: no AUTH.")
     smarthost_password: str = _opt("", "AUTH PLAIN password for the smarthost.")
+    smarthost_tls: str = _opt(
+        "starttls",
+        "TLS to the smarthost: starttls (required), implicit (port 465 style) or none.",
+    )
+    workers: int = _opt(4, "Messages sent at the same time.", lo=1, hi=256)
+    nameservers: list[str] = _opt(  # noqa: RUF009
+        [], "DNS servers as ip or ip:port for MX, SPF, DKIM and DMARC lookups; []: the system's."
+    )
+    routes: dict[str, str] = _opt(  # noqa: RUF009
+        {}, 'Static routes {"domain": "host:port"} used instead of MX lookup for that domain.'
+    )
+    # RFC 5321 §4.5.4.1: retry no sooner than 30 minutes apart is the SHOULD for a long
+    # queue; the first retry is sooner here because greylisting passes after a few minutes.
+    retry_initial: int = _opt(300, "Seconds before the first retry; doubles each time.", lo=1)
+    retry_max: int = _opt(14400, "Longest wait between two retries, in seconds.", lo=1)
+    # RFC 5321 §4.5.4.1: give up after at least 4-5 days.
+    give_up_after: int = _opt(
+        432000, "Seconds after queueing when a recipient still not delivered bounces.", lo=60
+    )
+    # RFC 5321 §4.5.3.2 suggests 5 minutes per command (10 for the end of DATA).
+    timeout: int = _opt(300, "Seconds to wait for a connection or for any reply.", lo=1)
+    dkim_selector: str = _opt("rmail", "DKIM selector: the record is {selector}._domainkey.")
+    dkim_sign: bool = _opt(True, "Sign outbound mail with the sending domain's DKIM key.")
+
+
+@dataclass(frozen=True, slots=True)
+class InboundConfig:
+    check_authentication: bool = _opt(
+        True,
+        "Evaluate SPF, DKIM and DMARC for mail on the MX port and add Authentication-Results.",
+    )
+    dmarc_reject: bool = _opt(
+        False, "Refuse (550 5.7.1) mail failing DMARC whose domain publishes p=reject."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +232,7 @@ class Config:
     exchange_api: HttpConfig = field(default_factory=HttpConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
+    inbound: InboundConfig = field(default_factory=InboundConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -233,6 +273,12 @@ def _convert(value: Any, hint: Any, where: str, meta: Mapping[str, Any]) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
         return list(value)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ConfigError(f"{where}: expected an object of strings, got {value!r}")
+        return dict(value)
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
@@ -260,6 +306,10 @@ def _from_env(raw: str, hint: Any) -> Any:
         base = next(a for a in typing.get_args(hint) if a is not type(None))
     if typing.get_origin(base) is list:
         return [part.strip() for part in raw.split(",") if part.strip()]
+    if typing.get_origin(base) is dict:
+        # RMAIL_RELAY_ROUTES=a.org=10.0.0.1:25,b.org=mx.b.org:2525
+        pairs = [part.partition("=") for part in raw.split(",") if part.strip()]
+        return {k.strip(): v.strip() for k, _, v in pairs}
     if base is bool:
         lowered = raw.strip().lower()
         if lowered in {"1", "true", "yes", "on"}:
@@ -338,13 +388,51 @@ def _validate(config: Config, origin: str) -> Config:
         value = getattr(config.tls, key)
         if value is not None and not Path(value).is_file():
             raise ConfigError(f"{origin}: tls.{key}: no such file {value!r}")
-    if config.relay.smarthost and not _is_hostname(config.relay.smarthost.split(":")[0]):
-        raise ConfigError(f"{origin}: relay.smarthost {config.relay.smarthost!r} is not a host")
+    relay = config.relay
+    if relay.smarthost and not _is_hostname(relay.smarthost.split(":")[0]):
+        raise ConfigError(f"{origin}: relay.smarthost {relay.smarthost!r} is not a host")
+    if relay.smarthost_tls not in ("starttls", "implicit", "none"):
+        raise ConfigError(f"{origin}: relay.smarthost_tls must be starttls, implicit or none")
+    for server in relay.nameservers:
+        if parse_host_port(server, 53) is None:
+            raise ConfigError(f"{origin}: relay.nameservers: {server!r} is not ip or ip:port")
+    for domain, target in relay.routes.items():
+        if not _is_hostname(domain) or parse_host_port(target, 25) is None:
+            raise ConfigError(f"{origin}: relay.routes: {domain!r}: {target!r} is not host:port")
+    if not _HOST_LABEL.match(relay.dkim_selector):
+        raise ConfigError(f"{origin}: relay.dkim_selector {relay.dkim_selector!r} is not a label")
     return config.replace(
         log_level=config.log_level.upper(),
         domains=[d.lower().rstrip(".") for d in config.domains],
         hostname=config.hostname.lower().rstrip("."),
     )
+
+
+def parse_host_port(text: str, default_port: int) -> tuple[str, int] | None:
+    """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address; None when malformed."""
+    text = text.strip()
+    host, port = text, default_port
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            return None
+        if rest:
+            if not rest[1:].isdigit():
+                return None
+            port = int(rest[1:])
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        if not port_text.isdigit():
+            return None
+        port = int(port_text)
+    if not 0 < port < 65536:
+        return None
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _is_hostname(host):
+            return None
+    return host, port
 
 
 def _is_hostname(name: str) -> bool:

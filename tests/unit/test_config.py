@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from rmail import config as config_mod
-from rmail.config import Config, load
+from rmail.config import Config, load, parse_host_port
 from rmail.errors import ConfigError
 
 
@@ -265,6 +265,51 @@ def test_a_bad_smarthost_is_refused(tmp_path: Path) -> None:
     assert "relay.smarthost" in _error(tmp_path, {"relay": {"smarthost": "bad host"}})
     config = load(_write(tmp_path, {"relay": {"smarthost": "smtp.example.com"}}), env={})
     assert config.relay.smarthost == "smtp.example.com"
+
+
+@pytest.mark.parametrize(
+    ("relay", "key"),
+    [
+        ({"nameservers": ["127.0.0.1:99999"]}, "relay.nameservers"),
+        ({"nameservers": ["not a server"]}, "relay.nameservers"),
+        ({"routes": {"remote.test": "host:port"}}, "relay.routes"),
+        ({"routes": {"bad domain": "127.0.0.1:25"}}, "relay.routes"),
+        ({"routes": ["remote.test=127.0.0.1"]}, "relay.routes"),
+        ({"routes": {"remote.test": 25}}, "relay.routes"),
+        ({"smarthost_tls": "sometimes"}, "relay.smarthost_tls"),
+        ({"dkim_selector": "a.b"}, "relay.dkim_selector"),
+    ],
+)
+def test_bad_relay_settings_are_refused(tmp_path: Path, relay: dict[str, Any], key: str) -> None:
+    assert key in _error(tmp_path, {"relay": relay})
+
+
+def test_relay_routes_and_nameservers_from_file_and_environment(tmp_path: Path) -> None:
+    data = {"relay": {"routes": {"remote.test": "127.0.0.1:2526"}, "nameservers": ["[::1]:53"]}}
+    config = load(_write(tmp_path, data), env={})
+    assert config.relay.routes == {"remote.test": "127.0.0.1:2526"}
+    assert config.relay.nameservers == ["[::1]:53"]
+    env = {"RMAIL_RELAY_ROUTES": "a.test=10.0.0.1:25, b.test=mx.b.test"}
+    assert load(None, env=env).relay.routes == {"a.test": "10.0.0.1:25", "b.test": "mx.b.test"}
+    assert Config().relay.routes == {} and Config().relay.routes is not Config().relay.routes
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("127.0.0.1", ("127.0.0.1", 25)),
+        ("127.0.0.1:53", ("127.0.0.1", 53)),
+        ("mx.example.com:2525", ("mx.example.com", 2525)),
+        ("[::1]:5353", ("::1", 5353)),
+        ("::1", ("::1", 25)),
+        ("host:0", None),
+        ("host:x", None),
+        ("[::1", None),
+        ("bad host", None),
+    ],
+)
+def test_parse_host_port(text: str, parsed: tuple[str, int] | None) -> None:
+    assert parse_host_port(text, 25) == parsed
 
 
 # ------------------------------------------------------------------ TLS files
