@@ -33,6 +33,8 @@ from rmail.events import EventBus
 from rmail.imap.server import ImapListeners
 from rmail.imap.state import ImapServices
 from rmail.ratelimit import LoginLimiter
+from rmail.relay.dns import Resolver
+from rmail.relay.service import Relay
 from rmail.smtp.handler import Mode, SmtpHandler
 from rmail.smtp.listeners import SmtpListeners
 from rmail.store import Store
@@ -57,6 +59,8 @@ class Server:
     events: EventBus = field(init=False)
     delivery: Delivery = field(init=False)
     authenticator: Authenticator = field(init=False)
+    resolver: Resolver = field(init=False)
+    relay: Relay = field(init=False)
     ssl_context: ssl.SSLContext = field(init=False)
     ports: dict[str, int] = field(default_factory=dict)
     _runners: list[web.AppRunner] = field(default_factory=list)
@@ -75,6 +79,7 @@ class Server:
             cfg.auth.max_failures, cfg.auth.failure_window, cfg.auth.lockout_seconds
         )
         self.authenticator = Authenticator(self.store.accounts, limiter)
+        self.resolver = Resolver(cfg.relay.nameservers)
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -113,6 +118,9 @@ class Server:
             ImapServices(cfg, self.store, self.authenticator, self.events), self.ssl_context
         )
         self.ports.update(await self._imap.start())
+        self.relay = Relay(cfg, self.delivery, self.resolver)
+        self.delivery.on_queued = self.relay.wake
+        self.relay.start()
         runner = web.AppRunner(
             make_app(cfg, self.store), access_log=None, shutdown_timeout=SHUTDOWN_GRACE
         )
@@ -202,6 +210,9 @@ class Server:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if hasattr(self, "relay"):
+            self.delivery.on_queued = None
+            await self.relay.stop(SHUTDOWN_GRACE)
         await asyncio.to_thread(self.delivery.close)
         self.store.close()
         with contextlib.suppress(FileNotFoundError):

@@ -327,6 +327,106 @@ def _run_deliver(args: argparse.Namespace, config: Config) -> int:
     return 1 if report.failed else 0
 
 
+# -- queue and dkim --------------------------------------------------------------------------
+
+
+def _setup_queue(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True)
+    sub.add_parser("list", help="list queued messages")
+    for action, text in (
+        ("show", "show one message's record and header"),
+        ("retry", "send one message again now"),
+        ("delete", "drop one message from the queue (no bounce)"),
+    ):
+        sub.add_parser(action, help=text).add_argument("id")
+    sub.add_parser("flush", help="send every queued message again now")
+
+
+def _run_queue(args: argparse.Namespace, config: Config) -> int:
+    import time
+
+    from rmail.store.queue import Queue
+
+    queue = Queue(config.root, fsync=config.store.fsync)
+    now = time.time()
+    if args.action == "list":
+        count = 0
+        for entry in queue.entries():
+            count += 1
+            pending = sum(1 for r in entry.recipients if r.status == "pending")
+            errors = [r.last_error for r in entry.recipients if r.last_error]
+            due = "now" if entry.next_try <= now else f"in {_span(entry.next_try - now)}"
+            print(
+                f"{entry.id}\tage {_span(now - entry.created)}\tnext {due}\t"
+                f"attempts {entry.attempts}\tfrom <{entry.mail_from}>\t"
+                f"pending {pending}/{len(entry.recipients)}"
+                + (f"\tlast error: {errors[-1]}" if errors else "")
+            )
+        print(f"{count} queued message{'s' if count != 1 else ''}")
+    elif args.action == "show":
+        entry = queue.get(args.id)
+        print(f"id: {entry.id}")
+        print(f"from: <{entry.mail_from}>")
+        print(f"queued: {time.strftime('%Y-%m-%d %H:%M:%S %z', time.localtime(entry.created))}")
+        print(f"next try: {time.strftime('%Y-%m-%d %H:%M:%S %z', time.localtime(entry.next_try))}")
+        print(f"attempts: {entry.attempts}")
+        for r in entry.recipients:
+            tail = f" ({r.last_error})" if r.last_error else ""
+            print(f"to: <{r.address}> {r.status}, {r.attempts} attempts{tail}")
+        message = queue.message(args.id)
+        end = message.find(b"\r\n\r\n")
+        head = message if end < 0 else message[:end]
+        print()
+        print(head.decode("utf-8", "replace").replace("\r\n", "\n"))
+    elif args.action == "retry":
+        queue.retry_now(args.id)
+        print(f"{args.id}: will be sent again now")
+    elif args.action == "delete":
+        queue.delete(args.id)
+        print(f"{args.id}: deleted")
+    else:
+        count = 0
+        for entry in queue.entries():
+            queue.retry_now(entry.id)
+            count += 1
+        print(f"{count} queued message{'s' if count != 1 else ''} will be sent again now")
+    return 0
+
+
+def _span(seconds: float) -> str:
+    """``2d3h``, ``3h5m``, ``4m10s``, ``9s``: an age or a wait, to the minute or so."""
+    seconds = max(0, int(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def _setup_dkim(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True)
+    sub.add_parser(
+        "show", help="print the DNS TXT record of a domain's DKIM key (made if missing)"
+    ).add_argument("domain")
+
+
+def _run_dkim(args: argparse.Namespace, config: Config) -> int:
+    from rmail.relay.dkim import dns_record_lines
+
+    domain = args.domain.lower().rstrip(".")
+    if not Store(config).accounts.has_domain(domain):
+        print(f"rmail dkim: {domain} is not a hosted domain", file=sys.stderr)
+        return EX_DATAERR
+    for line in dns_record_lines(config.root, config.relay.dkim_selector, domain):
+        print(line)
+    return 0
+
+
 COMMANDS: Final = (
     Command("serve", "run the server", _setup_serve, _run_serve),
     Command("init", "write a config.json with every option", _setup_init, _run_init),
@@ -335,6 +435,10 @@ COMMANDS: Final = (
     Command("user", "add, list, change or delete users", _setup_user, _run_user),
     Command("alias", "add, list or delete aliases", _setup_alias, _run_alias),
     Command("deliver", "deliver a message from stdin to local users", _setup_deliver, _run_deliver),
+    Command(
+        "queue", "list, show, retry, delete or flush queued outbound mail", _setup_queue, _run_queue
+    ),
+    Command("dkim", "show the DKIM DNS record of a hosted domain", _setup_dkim, _run_dkim),
 )
 
 

@@ -151,6 +151,9 @@ class RelayConfig:
     nameservers: list[str] = _opt(  # noqa: RUF009
         [], "DNS servers as ip or ip:port for MX, SPF, DKIM and DMARC lookups; []: the system's."
     )
+    port: int = _opt(
+        25, "Port of remote MX hosts. Only tests and unusual networks change it.", lo=1, hi=65535
+    )
     routes: dict[str, str] = _opt(  # noqa: RUF009
         {}, 'Static routes {"domain": "host:port"} used instead of MX lookup for that domain.'
     )

@@ -75,6 +75,8 @@ class Delivery:
         self.events = events
         self.queue = Queue(store.root, fsync=store.fsync)
         self._pool = _Workers(workers, "delivery")
+        # Told about each entry queued here, so the relay sends it at once (set by the server).
+        self.on_queued: Callable[[QueueEntry], None] | None = None
         # acheck_recipient's positive answers: address -> (monotonic expiry, bytes free for
         # the address (None: no quota), targets). Read and replaced on the event loop only.
         self._rcpt_ok: dict[str, tuple[float, int | None, list[Recipient]]] = {}
@@ -175,6 +177,8 @@ class Delivery:
         if outbound:
             entry = await self._run(self.queue.enqueue, message, mail_from, outbound)
             logger.info("queued id=%s from=%s rcpts=%d", entry.id, mail_from, len(outbound))
+            if self.on_queued is not None:
+                self.on_queued(entry)
         return report, entry
 
     def close(self) -> None:

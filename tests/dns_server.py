@@ -67,9 +67,18 @@ class DnsServer:
                 if reply is not None:
                     conn.sendall(struct.pack("!H", len(reply)) + reply)
 
-        self._udp = socketserver.ThreadingUDPServer(("127.0.0.1", 0), Udp)
-        port = self._udp.server_address[1]
-        self._tcp = socketserver.ThreadingTCPServer(("127.0.0.1", port), Tcp)
+        # The same port number for UDP and TCP: take a free UDP port until its TCP twin is free.
+        for _ in range(50):
+            self._udp = socketserver.ThreadingUDPServer(("127.0.0.1", 0), Udp)
+            port = self._udp.server_address[1]
+            try:
+                self._tcp = socketserver.ThreadingTCPServer(("127.0.0.1", port), Tcp)
+            except OSError:
+                self._udp.server_close()
+                continue
+            break
+        else:
+            raise OSError("no free port for both UDP and TCP on 127.0.0.1")
         self.port = port
         self.address = f"127.0.0.1:{port}"
         self._threads = [

@@ -14,6 +14,7 @@ The relay service (``rmail/relay/``) takes due entries and updates them through
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -26,7 +27,7 @@ from typing import Any, Literal
 from rmail.errors import InvalidInput, NotFound
 from rmail.store.fsio import atomic_write
 
-__all__ = ["Queue", "QueueEntry", "QueueRecipient"]
+__all__ = ["Queue", "QueueEntry", "QueueRecipient", "RecipientStatus"]
 
 RecipientStatus = Literal["pending", "sent", "failed"]
 
@@ -100,10 +101,36 @@ class Queue:
         data = json.dumps(entry.to_json(), indent=1, ensure_ascii=False).encode()
         atomic_write(self.dir / f"{entry.id}.json", data, fsync=self.fsync)
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialises changes to existing records between the server and ``rmail queue``."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def update(self, entry: QueueEntry, **changes: Any) -> QueueEntry:
-        """Write a changed record (attempts, next_try, recipients' states)."""
+        """Write a changed record (attempts, next_try, recipients' states).
+
+        Raises:
+            NotFound: the entry was deleted meanwhile (``rmail queue delete``); it stays so.
+        """
         new = replace(entry, **changes)
-        self._write(new)
+        with self._locked():
+            if not (self.dir / f"{entry.id}.json").exists():
+                raise NotFound(f"no queued message {entry.id!r}")
+            self._write(new)
+        return new
+
+    def retry_now(self, entry_id: str) -> QueueEntry:
+        """Make an entry due now (``rmail queue retry`` / ``flush``). Raises NotFound."""
+        with self._locked():
+            entry = self.get(entry_id)
+            new = replace(entry, next_try=min(entry.next_try, time.time()))
+            self._write(new)
         return new
 
     def get(self, entry_id: str) -> QueueEntry:
@@ -121,18 +148,20 @@ class Queue:
         self.get(entry_id)
         return (self.dir / f"{entry_id}.eml").read_bytes()
 
-    def entries(self) -> Iterator[QueueEntry]:
+    def entries(self) -> list[QueueEntry]:
         """Every queued entry, oldest first."""
         if not self.dir.is_dir():
-            return
-        names = sorted(p.name[:-5] for p in self.dir.glob("*.json"))
-        for name in names:
+            return []
+        found = []
+        for path in self.dir.glob("*.json"):
             with contextlib.suppress(NotFound):
-                yield self.get(name)
+                found.append(self.get(path.name[:-5]))
+        return sorted(found, key=lambda e: (e.created, e.id))
 
     def delete(self, entry_id: str) -> None:
         """Remove an entry (record first, so a crash never leaves a record without message)."""
-        self.get(entry_id)
-        os.unlink(self.dir / f"{entry_id}.json")
+        with self._locked():
+            self.get(entry_id)
+            os.unlink(self.dir / f"{entry_id}.json")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.dir / f"{entry_id}.eml")
