@@ -24,6 +24,7 @@ class Received:
     rcpt_tos: list[str]
     content: bytes
     tls: bool
+    login: str | None = None
 
 
 @dataclass
@@ -57,6 +58,7 @@ class _Handler:
                     list(envelope.rcpt_tos),
                     content,
                     session.ssl is not None,
+                    _login(session),
                 )
             )
         return "250 2.0.0 Queued"
@@ -65,10 +67,16 @@ class _Handler:
 class MxPeer:
     """``with MxPeer() as mx:`` ... ``mx.port``, ``mx.wait(1)``, ``mx.received``."""
 
-    def __init__(self, **handler: Any) -> None:
+    def __init__(self, *, smtp: dict[str, Any] | None = None, **handler: Any) -> None:
+        """``handler``: fields of the scripted replies; ``smtp``: aiosmtpd ``SMTP`` options
+        (``tls_context`` for STARTTLS, ``authenticator`` and ``auth_require_tls`` for AUTH)."""
         self.handler = _Handler(**handler)
         self._controller = Controller(
-            self.handler, hostname="127.0.0.1", port=_free_port(), server_hostname="mx.remote.test"
+            self.handler,
+            hostname="127.0.0.1",
+            port=_free_port(),
+            server_hostname="mx.remote.test",
+            **(smtp or {}),
         )
         self.port = self._controller.port
 
@@ -125,6 +133,12 @@ class StallingPeer:
         self._sock.close()
         for conn in self._held:
             conn.close()
+
+
+def _login(session: Session) -> str | None:
+    data = session.auth_data
+    login = getattr(data, "login", None)
+    return login.decode() if isinstance(login, bytes) else None
 
 
 def _free_port() -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import ssl
 import subprocess
 import sys
 import time
@@ -20,12 +21,14 @@ from typing import Any
 
 import dkim
 import pytest
+from aiosmtpd.smtp import AuthResult, LoginPassword
 from conftest import RunningServer, clean_env, make_config
 from dns_server import DnsServer
 from mx_peer import MxPeer, StallingPeer, refused_port
 from smtp_helpers import CHEAP_AUTH, HOSTNAME, connect, messages, quit_quietly, wait_until
 
 from rmail.store import Store
+from rmail.store.keys import ensure_tls_pair
 from rmail.store.queue import Queue
 
 PASSWORD = "alice-secret"
@@ -73,8 +76,10 @@ class Relaying:
         self.settings.update(relay)
         self.config_path = self._write_config()
 
-    def start(self) -> RunningServer:
-        self.server = RunningServer(self.config_path).start()
+    def start(self, **env: str) -> RunningServer:
+        server = RunningServer(self.config_path)
+        server.env.update(env)
+        self.server = server.start()
         return self.server
 
     def stop(self) -> None:
@@ -303,3 +308,120 @@ def test_dkim_show_refuses_a_domain_not_hosted(dns_server: DnsServer, relaying: 
     assert first == relay.rmail("dkim", "show", "example.test").stdout
     key = relay.tmp_path / "data" / "secrets" / "dkim" / "example.test.key"
     assert key.stat().st_mode & 0o077 == 0
+
+
+def _peer_tls(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server context for the peer with a self-signed certificate for ``localhost``."""
+    cert, key = ensure_tls_pair(tmp_path / "peer", "localhost")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context, cert
+
+
+def test_mx_delivery_uses_starttls_when_offered(
+    dns_server: DnsServer, relaying: Any, tmp_path: Path
+) -> None:
+    context, _ = _peer_tls(tmp_path)  # not trusted by rmail: opportunistic TLS takes it anyway
+    with MxPeer(smtp={"tls_context": context}) as mx:
+        relay = relaying(dns_server, mx.port)
+        relay.start()
+        relay.submit(["bob@remote.test"], subject="Encrypted")
+        (got,) = mx.wait(1)
+        assert got.tls is True
+
+
+def test_a_smarthost_gets_everything_over_verified_starttls_with_auth(
+    dns_server: DnsServer, relaying: Any, tmp_path: Path
+) -> None:
+    context, cert = _peer_tls(tmp_path)
+    logins: list[tuple[bytes, bytes]] = []
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        assert isinstance(data, LoginPassword)
+        logins.append((data.login, data.password))
+        ok = (data.login, data.password) == (b"relay-user", b"relay-pass")
+        return AuthResult(success=ok, handled=False, auth_data=data)
+
+    smtp = {"tls_context": context, "authenticator": authenticator, "auth_require_tls": True}
+    with MxPeer(smtp=smtp) as smarthost:
+        relay = relaying(
+            dns_server,
+            refused_port(),
+            smarthost="localhost",
+            smarthost_port=smarthost.port,
+            smarthost_username="relay-user",
+            smarthost_password="relay-pass",
+        )
+        relay.start(SSL_CERT_FILE=str(cert))  # the CA store rmail checks the smarthost against
+        relay.submit(["bob@remote.test", "dave@elsewhere.test"], subject="Via the smarthost")
+        (got,) = smarthost.wait(1)
+        assert got.tls is True and got.login == "relay-user"
+        assert sorted(got.rcpt_tos) == ["bob@remote.test", "dave@elsewhere.test"]
+        assert logins == [(b"relay-user", b"relay-pass")]
+        assert not any(name == "remote.test." for name, _ in dns_server.queries)
+
+
+def test_a_smarthost_whose_certificate_fails_is_not_sent_to(
+    dns_server: DnsServer, relaying: Any, tmp_path: Path
+) -> None:
+    context, _ = _peer_tls(tmp_path)
+    with MxPeer(smtp={"tls_context": context}) as smarthost:
+        relay = relaying(
+            dns_server, refused_port(), smarthost="localhost", smarthost_port=smarthost.port
+        )
+        relay.start()  # the system CAs: the peer's self-signed certificate is not trusted
+        relay.submit(["bob@remote.test"], subject="Must not leak")
+        wait_until(lambda: any(e.attempts >= 1 for e in relay.entries()), 10, "an attempt")
+        (entry,) = relay.entries()
+        assert entry.recipients[0].status == "pending"
+        assert "certificate" in (entry.recipients[0].last_error or "").lower()
+        assert smarthost.received == []
+
+
+def test_a_message_past_give_up_after_bounces_with_the_last_error(
+    dns_server: DnsServer, relaying: Any
+) -> None:
+    relay = relaying(dns_server, refused_port(), give_up_after=3600)
+    relay.start()
+    original = b"From: alice@example.test\r\nSubject: Too old\r\n\r\nbody\r\n"
+    entry = relay.queue.enqueue(original, "alice@example.test", ["bob@remote.test"])
+    relay.queue.update(entry, created=time.time() - 7200)  # queued two hours ago
+    wait_until(lambda: relay.entries() == [], 10, "the entry to expire")
+    wait_until(lambda: len(messages(relay.store, "alice@example.test")) == 1, 10, "the bounce")
+    text = messages(relay.store, "alice@example.test")[0].decode()
+    assert "Status: 5.4.7" in text
+    assert "gave up after 3600 s: mx.remote.test: connection refused" in text
+    assert "Subject: Too old" in text
+
+
+def test_failures_of_bounces_and_null_senders_never_bounce(
+    dns_server: DnsServer, relaying: Any
+) -> None:
+    with MxPeer(refuse={"gone@remote.test": "550 5.1.1 Gone"}) as mx:
+        relay = relaying(dns_server, mx.port)
+        relay.start()
+        for sender in ("", "MAILER-DAEMON@example.test"):
+            relay.queue.enqueue(b"Subject: dsn\r\n\r\nx\r\n", sender, ["gone@remote.test"])
+        # Written behind the server's back, as `rmail queue` would: it looks every second.
+        wait_until(lambda: relay.entries() == [], 10, "both entries to be dropped")
+        time.sleep(0.5)
+        assert messages(relay.store, "alice@example.test") == []
+        assert mx.received == []
+        assert relay.entries() == []
+
+
+def test_a_remote_senders_bounce_is_queued_with_a_null_sender(
+    dns_server: DnsServer, relaying: Any
+) -> None:
+    with MxPeer(refuse={"gone@remote.test": "550 5.1.1 Gone"}) as mx:
+        relay = relaying(dns_server, mx.port)
+        relay.start()
+        # A forward from a local alias to a remote address keeps the remote sender.
+        relay.queue.enqueue(
+            b"Subject: forwarded\r\n\r\nx\r\n", "someone@remote.test", ["gone@remote.test"]
+        )
+        (got,) = mx.wait(1)
+        assert got.mail_from == "<>"  # aiosmtpd's spelling of the null sender
+        assert got.rcpt_tos == ["someone@remote.test"]
+        assert b"Final-Recipient: rfc822; gone@remote.test" in got.content
+        assert b"Subject: forwarded" in got.content
