@@ -189,6 +189,8 @@ class Server:
             self._smtp.config = new.smtp
         if self._imap is not None:
             self._imap.services.config = new
+        if hasattr(self, "relay"):
+            self.relay.apply(new)
         try:
             cert, key = self._tls_files()
             # New handshakes use the new pair; connections already open keep theirs.

@@ -74,6 +74,13 @@ class Relay:
         self._main: asyncio.Task[None] | None = None
         self._stopping = False
 
+    def apply(self, config: Config) -> None:
+        """SIGHUP: new relay settings for the next attempts (``relay.workers`` needs a
+        restart; connections kept open are reused until they expire)."""
+        self.config = config
+        self.transport.config = config.relay
+        self.signer.selector = config.relay.dkim_selector
+
     def start(self) -> None:
         self._main = asyncio.get_running_loop().create_task(self._run(), name="relay")
 
