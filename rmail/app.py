@@ -122,7 +122,9 @@ class Server:
         self.delivery.on_queued = self.relay.wake
         self.relay.start()
         runner = web.AppRunner(
-            make_app(cfg, self.store), access_log=None, shutdown_timeout=SHUTDOWN_GRACE
+            make_app(cfg, self.store, self.authenticator, self.delivery, self.events),
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_GRACE,
         )
         await runner.setup()
         self._runners.append(runner)
