@@ -63,6 +63,7 @@ class RmailSMTP(SMTP):
         self.conn = f"smtp-{next(_ids)}"
         self._errors = 0
         self._in_ehlo = False
+        self._idle_deadline = 0.0  # see _reset_timeout
 
     @property
     def handler_busy(self) -> bool:
@@ -96,6 +97,24 @@ class RmailSMTP(SMTP):
         # smtp.timeout is for a silent client: any bytes (a DATA line too) restart it.
         self._reset_timeout()
         super().data_received(data)
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        # aiosmtpd cancels and makes a new timer for every command, and we restart it for
+        # every chunk received: move a deadline instead, and let the one timer, when it
+        # fires before the deadline, set itself again for it.
+        deadline = self.loop.time() + (duration or self._timeout_duration)
+        self._idle_deadline = deadline
+        handle = self._timeout_handle
+        if handle is None or handle.cancelled() or handle.when() > deadline:
+            if handle is not None:
+                handle.cancel()
+            self._timeout_handle = self.loop.call_at(deadline, self._idle_timer)
+
+    def _idle_timer(self) -> None:
+        if self.loop.time() < self._idle_deadline:
+            self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_timer)
+        else:
+            self._timeout_cb()  # type: ignore[no-untyped-call]  # aiosmtpd's: log and close
 
     async def smtp_HELO(self, hostname: str) -> None:
         self._in_ehlo = True
