@@ -3,7 +3,8 @@
 aiosmtpd owns the grammar; rmail owns the policy. ``handler.py`` holds the hooks (which
 recipients to take, who may send as whom), ``auth.py`` the SASL mechanisms over the shared
 authenticator, ``replies.py`` every reply rmail sends, ``listeners.py`` the protocol
-subclass and the servers.
+subclass and the servers, ``reading.py`` faster readers of the message after DATA and of
+MAIL/RCPT paths with aiosmtpd's outcome.
 
 Invariants:
 

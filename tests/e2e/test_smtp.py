@@ -513,6 +513,31 @@ def test_mx_long_lines_in_data(main: SmtpServer) -> None:
     trace_prefix(one(with_marker(main.store, ALICE, marker)), long_line)
 
 
+def test_mx_data_dot_lines_unstuffed_and_next_command_kept(main: SmtpServer) -> None:
+    """RFC 5321 §4.5.2 with the message read in pieces: lines ending in a dot do not end it,
+    a leading dot added by the sender is dropped, and a command right behind the lone dot
+    (in the same segment) is answered next."""
+    marker = token()
+    original = make_message(marker, body="Regards.\r\n.hidden\r\n..\r\nend.\r\n")
+    stuffed = original.replace(b"\r\n.", b"\r\n..")
+    with RawSmtp(main.ports["smtp"]) as raw:
+        assert raw.cmd("EHLO client.test").startswith("250-")
+        assert raw.cmd(f"MAIL FROM:<{REMOTE}>") == replies.R250_SENDER_OK
+        assert raw.cmd(f"RCPT TO:<{ALICE}>") == replies.R250_RECIPIENT_OK
+        assert raw.cmd("DATA").startswith("354 ")
+        tail = b".\r\nNOOP\r\n"
+        for part in (stuffed[:7], stuffed[7:-1], stuffed[-1:] + tail[:1], tail[1:]):
+            raw.send(part)
+        assert _QUEUED_RE.fullmatch(raw.read_reply())
+        assert raw.read_reply() == replies.R250_OK
+        # An empty message: the lone dot right after DATA.
+        assert raw.cmd(f"MAIL FROM:<{REMOTE}>") == replies.R250_SENDER_OK
+        assert raw.cmd(f"RCPT TO:<{ALICE}>") == replies.R250_RECIPIENT_OK
+        assert raw.cmd("DATA").startswith("354 ")
+        assert _QUEUED_RE.fullmatch(raw.cmd("."))
+    trace_prefix(one(with_marker(main.store, ALICE, marker)), original)
+
+
 def test_concurrent_senders_lose_and_duplicate_nothing(main: SmtpServer) -> None:
     run = token()
     senders, per_sender = 50, 4
