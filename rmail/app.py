@@ -33,6 +33,8 @@ from rmail.events import EventBus
 from rmail.imap.server import ImapListeners
 from rmail.imap.state import ImapServices
 from rmail.ratelimit import LoginLimiter
+from rmail.relay.dns import Resolver
+from rmail.relay.inbound import InboundAuth
 from rmail.smtp.handler import Mode, SmtpHandler
 from rmail.smtp.listeners import SmtpListeners
 from rmail.store import Store
@@ -57,6 +59,10 @@ class Server:
     events: EventBus = field(init=False)
     delivery: Delivery = field(init=False)
     authenticator: Authenticator = field(init=False)
+    # One resolver per process (relay.nameservers; a change needs a restart): the relay
+    # and the inbound checks share it and its cache.
+    resolver: Resolver = field(init=False)
+    inbound: InboundAuth = field(init=False)
     ssl_context: ssl.SSLContext = field(init=False)
     ports: dict[str, int] = field(default_factory=dict)
     _runners: list[web.AppRunner] = field(default_factory=list)
@@ -75,6 +81,8 @@ class Server:
             cfg.auth.max_failures, cfg.auth.failure_window, cfg.auth.lockout_seconds
         )
         self.authenticator = Authenticator(self.store.accounts, limiter)
+        self.resolver = Resolver(cfg.relay.nameservers)
+        self.inbound = InboundAuth(self.resolver, cfg)
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -152,7 +160,14 @@ class Server:
 
     def _smtp_handler(self, mode: Mode) -> SmtpHandler:
         # Read self.config at each connection, so SIGHUP's new settings apply to new ones.
-        return SmtpHandler(mode, self.config, self.delivery, self.authenticator)
+        checks = mode == "mx" and self.config.inbound.check_authentication
+        return SmtpHandler(
+            mode,
+            self.config,
+            self.delivery,
+            self.authenticator,
+            self.inbound if checks else None,
+        )
 
     # -- running -----------------------------------------------------------------------------
 
@@ -176,7 +191,10 @@ class Server:
             before, after = getattr(self.config, section), getattr(new, section)
             if (before.host, before.port) != (after.host, after.port):
                 logger.warning("SIGHUP: %s listener address changes need a restart", section)
+        if new.relay.nameservers != self.config.relay.nameservers:
+            logger.warning("SIGHUP: relay.nameservers changes need a restart")
         self.config = new
+        self.inbound.config = new
         if self._smtp is not None:
             self._smtp.config = new.smtp
         if self._imap is not None:
@@ -202,6 +220,7 @@ class Server:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        self.inbound.close()
         await asyncio.to_thread(self.delivery.close)
         self.store.close()
         with contextlib.suppress(FileNotFoundError):
