@@ -20,6 +20,7 @@ speaks no SMTP: the SMTP handler calls it after DATA and picks the reply.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import email.utils
 import functools
 import ipaddress
@@ -30,8 +31,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from email.parser import BytesHeaderParser
-from email.policy import SMTPUTF8
 from typing import Any, Final, Literal, TypeVar
 
 import dkim
@@ -409,7 +408,7 @@ def _verify_one(verifier: Any, idx: int, resolver: Resolver) -> DkimOutcome:
 def _usable_key(record: bytes) -> bool:
     try:
         dkim.evaluate_pk(b"key", record)
-    except dkim.DKIMException:
+    except (dkim.DKIMException, binascii.Error):  # what dkimpy's verify catches, too
         return False
     return True
 
@@ -521,9 +520,14 @@ def evaluate_dmarc(
 def from_domains(message: bytes) -> list[str]:
     """The distinct domains of every RFC5322.From address, in order (RFC 7489 §6.6.1: each
     is evaluated and the strictest failing policy wins); [] when there is none usable."""
-    head = message[: _header_end(message)]
-    headers = BytesHeaderParser(policy=SMTPUTF8).parsebytes(head)
-    values = [str(v) for v in headers.get_all("From", [])]
+    # Not the email package's structured parser: it crashes on some malformed addresses
+    # (an IndexError on "a@"); the legacy address parser takes anything.
+    values = []
+    for field in _fields(message[: _header_end(message)]):
+        name, sep, value = field.partition(b":")
+        if sep and name.strip().lower() == b"from":
+            unfolded = value.replace(b"\r", b"").replace(b"\n", b"")
+            values.append(unfolded.decode("utf-8", "replace"))
     domains: list[str] = []
     for _name, address in email.utils.getaddresses(values):
         domain = _ascii_domain(address.rpartition("@")[2]) if "@" in address else None
@@ -558,6 +562,7 @@ def _value(text: str) -> str:
     """A resinfo value: a token as is, anything else as a quoted-string (RFC 8601 §2.2)."""
     if _TOKEN_RE.match(text):
         return text
+    text = "".join(c if c.isprintable() else "?" for c in text)  # no CR, LF, NUL in a field
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -609,13 +614,19 @@ def strip_forged_results(head: bytes, authserv_id: str) -> bytes:
     if b"authentication-results" not in head.lower():
         return head
     ours = authserv_id.lower().encode("ascii", "replace")
+    return b"".join(f for f in _fields(head) if _authserv_id(f) != ours)
+
+
+def _fields(head: bytes) -> list[bytes]:
+    """The header block cut into fields, each with its continuation lines and line ends
+    (joined again, they give ``head`` back byte for byte)."""
     fields: list[bytes] = []
     for line in re.split(rb"(?<=\n)", head):
         if fields and line[:1] in (b" ", b"\t"):
             fields[-1] += line
         elif line:
             fields.append(line)
-    return b"".join(f for f in fields if _authserv_id(f) != ours)
+    return fields
 
 
 def _authserv_id(field: bytes) -> bytes | None:

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 from dns_server import DnsServer
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rmail.config import Config, InboundConfig
 from rmail.relay.dns import Resolver
@@ -205,6 +207,9 @@ def test_dmarc_without_record_is_none() -> None:
         (b"To: a@example.org\r\n", []),
         (b"From: undisclosed\r\n", []),
         (b"From: a@[192.0.2.1]\r\n", []),
+        (b"From: a@\r\n", []),  # the email package's address parser crashes on this one
+        (b"From: A\r\n <a@folded.example>\r\n", ["folded.example"]),
+        (b"FROM : a@spaced.example\r\n", ["spaced.example"]),
         ("From: a@bücher.example\r\n".encode(), ["xn--bcher-kva.example"]),
     ],
 )
@@ -235,6 +240,8 @@ def test_results_field_quotes_what_is_not_a_token() -> None:
     spf = SpfOutcome("none", "helo", "", 'bad "helo" name')
     text = render_results("mx.example.net", spf, [], [])
     assert 'smtp.helo="bad \\"helo\\" name"' in text
+    control = render_results("mx", SpfOutcome("none", "helo", "", "a\r\n\x00b"), [], [])
+    assert 'smtp.helo="a???b"' in control
     assert "dkim=none" in text and "dmarc=permerror" in text
 
 
@@ -338,3 +345,37 @@ async def test_a_dns_server_that_never_answers_gives_temperror(zone: DnsServer) 
     assert "spf=temperror smtp.mailfrom=a@slow.example" in verdict.header
     assert "dmarc=temperror header.from=slow.example" in verdict.header
     assert verdict.refusal is None
+
+
+# ------------------------------------------------------------------ hostile input
+
+HEADER_LINES = [
+    b"Authentication-Results: mx.example.net; forged\r\n",
+    b"Authentication-Results:\r\n\t(c) mx.example.net; forged\r\n",
+    b"\tcontinued\r\n",
+    b"Authentication-Results: other.example; kept\r\n",
+    b"Subject: kept\r\n",
+    b"X-Odd: (unclosed kept\n",
+    b'Authentication-Results: "unclosed\r\n',
+    b"garbage without colon kept\r\n",
+]
+
+
+@given(st.text(max_size=200))
+def test_dmarc_record_parser_never_crashes(text: str) -> None:
+    record = parse_dmarc_record(text)
+    assert record is None or 0 <= record.pct <= 100
+
+
+@given(st.binary(max_size=300))
+def test_from_domains_never_crashes(data: bytes) -> None:
+    assert all(d == d.lower() and d.isascii() for d in from_domains(data))
+
+
+@given(st.lists(st.sampled_from(HEADER_LINES), max_size=8))
+def test_stripping_forged_fields_keeps_every_other_line(lines: list[bytes]) -> None:
+    head = b"".join(lines)
+    stripped = strip_forged_results(head, "mx.example.net")
+    assert strip_forged_results(stripped, "mx.example.net") == stripped
+    assert b"mx.example.net; forged" not in stripped
+    assert stripped.count(b"kept") == head.count(b"kept")
