@@ -34,6 +34,7 @@ from rmail.imap.server import ImapListeners
 from rmail.imap.state import ImapServices
 from rmail.ratelimit import LoginLimiter
 from rmail.relay.dns import Resolver
+from rmail.relay.inbound import InboundAuth
 from rmail.relay.service import Relay
 from rmail.smtp.handler import Mode, SmtpHandler
 from rmail.smtp.listeners import SmtpListeners
@@ -59,7 +60,10 @@ class Server:
     events: EventBus = field(init=False)
     delivery: Delivery = field(init=False)
     authenticator: Authenticator = field(init=False)
+    # One resolver per process (relay.nameservers; a change needs a restart): the relay
+    # and the inbound checks share it and its cache.
     resolver: Resolver = field(init=False)
+    inbound: InboundAuth = field(init=False)
     relay: Relay = field(init=False)
     ssl_context: ssl.SSLContext = field(init=False)
     ports: dict[str, int] = field(default_factory=dict)
@@ -80,6 +84,7 @@ class Server:
         )
         self.authenticator = Authenticator(self.store.accounts, limiter)
         self.resolver = Resolver(cfg.relay.nameservers)
+        self.inbound = InboundAuth(self.resolver, cfg)
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -162,7 +167,14 @@ class Server:
 
     def _smtp_handler(self, mode: Mode) -> SmtpHandler:
         # Read self.config at each connection, so SIGHUP's new settings apply to new ones.
-        return SmtpHandler(mode, self.config, self.delivery, self.authenticator)
+        checks = mode == "mx" and self.config.inbound.check_authentication
+        return SmtpHandler(
+            mode,
+            self.config,
+            self.delivery,
+            self.authenticator,
+            self.inbound if checks else None,
+        )
 
     # -- running -----------------------------------------------------------------------------
 
@@ -186,7 +198,10 @@ class Server:
             before, after = getattr(self.config, section), getattr(new, section)
             if (before.host, before.port) != (after.host, after.port):
                 logger.warning("SIGHUP: %s listener address changes need a restart", section)
+        if new.relay.nameservers != self.config.relay.nameservers:
+            logger.warning("SIGHUP: relay.nameservers changes need a restart")
         self.config = new
+        self.inbound.config = new
         if self._smtp is not None:
             self._smtp.config = new.smtp
         if self._imap is not None:
@@ -217,6 +232,7 @@ class Server:
         if hasattr(self, "relay"):
             self.delivery.on_queued = None
             await self.relay.stop(SHUTDOWN_GRACE)
+        self.inbound.close()
         await asyncio.to_thread(self.delivery.close)
         self.store.close()
         with contextlib.suppress(FileNotFoundError):

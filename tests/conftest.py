@@ -1,7 +1,9 @@
 """Shared fixtures: a test config file, and the real ``rmail serve`` process.
 
 ``make_config(tmp_path, **overrides)`` writes a config.json with every listener on port 0,
-the data directory inside ``tmp_path``, cheap argon2 and DEBUG logging.
+the data directory inside ``tmp_path``, cheap argon2, DEBUG logging and, as the DNS server,
+:func:`offline_dns` (so no test asks the internet's DNS; a test with records of its own
+passes ``relay={"nameservers": [dns.address]}``).
 
 ``RunningServer`` starts ``python -m rmail serve`` as a child process, waits for its ready
 signal (the "rmail ready" log line, then one answered ``/health``) and reads the ports it
@@ -11,6 +13,7 @@ a line with a deadline instead of sleeping.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any, Final, Protocol
 
 import pytest
+from dns_server import DnsServer
 
 from rmail import config as config_mod
 
@@ -46,6 +50,23 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_offline: list[DnsServer] = []
+
+
+def offline_dns() -> str:
+    """``ip:port`` of a loopback DNS server that knows no name (NXDOMAIN for every query).
+
+    Started on first use and kept for the whole run: a server under test that looks names
+    up (SPF and DMARC for mail on the MX port) gets a fast, definite "no such domain"
+    instead of going out to the internet, with or without a network.
+    """
+    if not _offline:
+        server = DnsServer().__enter__()
+        atexit.register(server.__exit__)
+        _offline.append(server)
+    return _offline[0].address
+
+
 def make_config(tmp_path: Path, **overrides: Any) -> Path:
     """Write ``tmp_path/config.json`` for a test and return its path.
 
@@ -61,6 +82,7 @@ def make_config(tmp_path: Path, **overrides: Any) -> Path:
         "smtp": {"port": 0, "submission_port": 0, "smtps_port": 0},
         "imap": {"port": 0, "imaps_port": 0},
         "exchange_api": {"port": 0, "secure_port": 0},
+        "relay": {"nameservers": [offline_dns()]},
         **CHEAP_AUTH,
     }
     data = _merge(data, overrides)

@@ -12,6 +12,7 @@ try again later), as RFC 5321 §5.1 asks.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Sequence
 from typing import Final
 
@@ -24,6 +25,8 @@ import dns.resolver
 from rmail.config import parse_host_port
 
 __all__ = ["DnsPermanent", "DnsTemporary", "Resolver"]
+
+logger = logging.getLogger(__name__)
 
 # Seconds one whole lookup (every server, every retry) may take.
 LOOKUP_LIFETIME: Final = 10.0
@@ -42,8 +45,16 @@ class Resolver:
 
     def __init__(self, nameservers: Sequence[str] = (), lifetime: float = LOOKUP_LIFETIME):
         cache = dns.resolver.LRUCache(4096)
-        self._async = dns.asyncresolver.Resolver(configure=not nameservers)
-        self._sync = dns.resolver.Resolver(configure=not nameservers)
+        configure = not nameservers
+        try:
+            self._async = dns.asyncresolver.Resolver(configure=configure)
+            self._sync = dns.resolver.Resolver(configure=configure)
+        except dns.resolver.NoResolverConfiguration:
+            # No /etc/resolv.conf: start anyway; every lookup fails as temporary (mail stays
+            # queued, inbound checks say temperror) until relay.nameservers is set.
+            logger.error("no DNS resolver configured: set relay.nameservers")
+            self._async = dns.asyncresolver.Resolver(configure=False)
+            self._sync = dns.resolver.Resolver(configure=False)
         for resolver in (self._async, self._sync):
             if nameservers:
                 resolver.nameservers = [_nameserver(text) for text in nameservers]

@@ -9,6 +9,12 @@ header must belong to the user; local recipients are delivered at once, remote o
 for the relay (unless ``relay.enabled`` is false: ``550 5.7.1``); Message-ID and Date are
 added when missing.
 
+MX mail is checked with SPF, DKIM and DMARC (``rmail.relay.inbound``, when
+``inbound.check_authentication``) and gets an ``Authentication-Results`` field above our
+``Received:``; with ``inbound.dmarc_reject`` a message failing DMARC under ``p=reject`` is
+refused (``550 5.7.1``). On every port, Authentication-Results fields naming our hostname as
+their authserv-id are removed from incoming messages (RFC 8601 §5: they are forged).
+
 Both: at most ``smtp.max_recipients`` recipients (``452 4.5.3``), quota checked at RCPT with
 the SIZE the client declared and again at DATA with the real size, a ``Received:`` header
 (RFC 5321 §4.4) and, on local delivery, ``Return-Path``. SMTP has one reply for DATA, so a
@@ -41,6 +47,7 @@ from rmail.errors import (
     QuotaExceeded,
     RmailError,
 )
+from rmail.relay.inbound import InboundAuth, strip_forged_results
 from rmail.smtp import replies
 from rmail.smtp.auth import sasl_login, sasl_plain
 from rmail.store.accounts import Account
@@ -91,12 +98,20 @@ class SmtpHandler:
     """Hooks for one SMTP connection (aiosmtpd calls ``handle_<VERB>`` and ``auth_<MECH>``)."""
 
     def __init__(
-        self, mode: Mode, config: Config, delivery: Delivery, authenticator: Authenticator
+        self,
+        mode: Mode,
+        config: Config,
+        delivery: Delivery,
+        authenticator: Authenticator,
+        inbound: InboundAuth | None = None,
     ) -> None:
+        """``inbound``: the SPF/DKIM/DMARC checker, given for the MX port only (None: no
+        checks, no Authentication-Results)."""
         self.mode = mode
         self.config = config
         self.delivery = delivery
         self.authenticator = authenticator
+        self.inbound = inbound
         self.messages = 0
         self.busy = False
 
@@ -214,8 +229,15 @@ class SmtpHandler:
             # Only submission looks into the header (From ownership, Date, Message-ID).
             headers = BytesHeaderParser(policy=SMTPUTF8).parsebytes(content[:header_end])
             account = _account(session)
-            senders = email.utils.getaddresses(headers.get_all("From", []))
-            for _name, addr in senders:
+            # The raw text, parsed by the lenient legacy parser: the policy's structured
+            # parser raises on input such as "From: a@", which must get a 553, not a 451.
+            raw_from = [str(v) for k, v in headers.raw_items() if k.lower() == "from"]
+            senders = [addr for _name, addr in email.utils.getaddresses(raw_from)]
+            if raw_from and not any(senders):
+                # A From that names no address ("a@", "Bob <>") could be anyone's.
+                logger.info("From refused user=%s: no address in it", account.address)
+                return replies.R553_FROM_NOT_OWNED
+            for addr in senders:
                 if addr and not await self._owns(account, addr):
                     logger.info("From refused user=%s from=%s", account.address, addr)
                     return replies.R553_FROM_NOT_OWNED
@@ -224,13 +246,25 @@ class SmtpHandler:
             if headers.get("Message-ID") is None:
                 msgid = email.utils.make_msgid(domain=self.config.hostname)
                 extra += f"Message-ID: {msgid}\r\n".encode()
-        head = content[:header_end]
+        mail_from = "" if envelope.mail_from == "<>" else (envelope.mail_from or "")
+        trace = b""
+        if self.inbound is not None:
+            verdict = await self.inbound.check(
+                content, ip=_ip(session), helo=session.host_name or "", mail_from=mail_from
+            )
+            if verdict.refusal is not None:
+                logger.info(
+                    "message refused at DATA from=%s: %s", mail_from or "<>", verdict.refusal
+                )
+                return replies.R550_DMARC_REJECTED
+            # RFC 8601 §5: above any trace field we add.
+            trace = verdict.header.encode("utf-8", "surrogateescape")
+        head = strip_forged_results(content[:header_end], self.config.hostname)
         if extra and head and not head.endswith(b"\n"):
             head += b"\r\n"  # a header block with no line end at all
         ident = _next_id()
-        message = self._received(session, envelope, ident) + head + extra
+        message = trace + self._received(session, envelope, ident) + head + extra
         message += content[header_end:]
-        mail_from = "" if envelope.mail_from == "<>" else (envelope.mail_from or "")
         # One trip to the delivery workers: every local recipient is checked again with the
         # real size, and nothing is stored or queued unless all pass (one reply for DATA).
         report, entry = await self.delivery.send(

@@ -26,6 +26,7 @@ __all__ = [
     "R501_SYNTAX",
     "R503_AUTH_NOT_HERE",
     "R535_AUTH_FAILED",
+    "R550_DMARC_REJECTED",
     "R550_MAILBOX_DISABLED",
     "R550_MESSAGE_MALFORMED",
     "R550_NO_SUCH_USER",
@@ -63,6 +64,8 @@ R535_AUTH_FAILED: Final = "535 5.7.8 Authentication credentials invalid"
 R550_NO_SUCH_USER: Final = "550 5.1.1 No such user here"
 R550_MAILBOX_DISABLED: Final = "550 5.2.1 Mailbox disabled"
 R550_RELAY_DISABLED: Final = "550 5.7.1 Relaying to remote domains is disabled here"
+# RFC 7489 §6.6.2 / §7.3: 5.7.1 for a DMARC policy rejection.
+R550_DMARC_REJECTED: Final = "550 5.7.1 Message rejected by the sender domain's DMARC policy"
 R552_MESSAGE_TOO_BIG: Final = "552 5.3.4 Message size exceeds fixed maximum message size"
 R552_OVER_QUOTA: Final = "552 5.2.2 Mailbox full"
 R553_SENDER_NOT_OWNED: Final = "553 5.7.1 Sender address not owned by the authenticated user"

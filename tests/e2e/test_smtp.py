@@ -199,9 +199,14 @@ def test_mx_delivers_to_inbox_with_trace_headers(main: SmtpServer) -> None:
         assert client.sendmail(REMOTE, [ALICE], message) == {}
     stored = one(with_marker(main.store, ALICE, marker))
     prefix = trace_prefix(stored, message)
-    assert prefix.startswith(f"Return-Path: <{REMOTE}>\r\nReceived: from ".encode())
-    assert f"by {HOSTNAME} (rmail) with ESMTP id ".encode() in prefix
-    assert f"for <{ALICE}>".encode() in prefix
+    # RFC 8601 §5: Authentication-Results goes above the Received field we add.
+    auth_results, sep, received = prefix.partition(b"\r\nReceived: from ")
+    assert sep, prefix
+    assert auth_results.startswith(
+        f"Return-Path: <{REMOTE}>\r\nAuthentication-Results: {HOSTNAME};".encode()
+    )
+    assert f"by {HOSTNAME} (rmail) with ESMTP id ".encode() in received
+    assert f"for <{ALICE}>".encode() in received
     assert prefix.count(b"Received:") == 1 and prefix.count(b"Return-Path:") == 1
 
 
@@ -388,7 +393,9 @@ def test_mx_null_sender(main: SmtpServer) -> None:
         assert reply(*client.rcpt(ALICE)) == replies.R250_RECIPIENT_OK
         queued_id(*client.data(message))
     stored = one(with_marker(main.store, ALICE, marker))
-    assert trace_prefix(stored, message).startswith(b"Return-Path: <>\r\nReceived: ")
+    prefix = trace_prefix(stored, message)
+    assert prefix.startswith(b"Return-Path: <>\r\nAuthentication-Results: ")
+    assert b";\r\n\tspf=none smtp.helo=" in prefix and b"\r\nReceived: " in prefix
 
 
 def test_mx_smtputf8_stored_intact(main: SmtpServer) -> None:
@@ -631,6 +638,12 @@ def test_submission_from_header_must_be_owned(main: SmtpServer) -> None:
         assert reply(*client.rcpt(CAROL)) == replies.R250_RECIPIENT_OK
         forged = make_message(marker, sender=f"Bob <{BOB}>", to=CAROL)
         assert reply(*client.data(forged)) == replies.R553_FROM_NOT_OWNED
+        # A From the structured header parser chokes on is judged the same way, not 451.
+        for broken in ("a@", f"Bob <{BOB}"):
+            assert reply(*client.mail(ALICE)) == replies.R250_SENDER_OK
+            assert reply(*client.rcpt(CAROL)) == replies.R250_RECIPIENT_OK
+            message = make_message(marker, sender=broken, to=CAROL)
+            assert reply(*client.data(message)) == replies.R553_FROM_NOT_OWNED
     assert with_marker(main.store, CAROL, marker) == []
 
 
