@@ -19,7 +19,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -127,7 +127,14 @@ class Server:
         self.delivery.on_queued = self.relay.wake
         self.relay.start()
         runner = web.AppRunner(
-            make_app(cfg, self.store, self.authenticator, self.delivery, self.events),
+            make_app(
+                cfg,
+                self.store,
+                authenticator=self.authenticator,
+                delivery=self.delivery,
+                events=self.events,
+                status=self.status,
+            ),
             access_log=None,
             shutdown_timeout=SHUTDOWN_GRACE,
         )
@@ -156,6 +163,21 @@ class Server:
         await asyncio.to_thread(
             atomic_write, cfg.root / "run" / "ports.json", ports_json, mode=0o644
         )
+
+    def status(self) -> dict[str, Any]:
+        """Listener states and the queue length, for ``/health``."""
+        listeners: dict[str, dict[str, Any]] = {}
+        servers: dict[str, Any] = {}
+        if self._smtp is not None:
+            servers.update(self._smtp.servers)
+        if self._imap is not None:
+            servers.update(self._imap.servers)
+        for name, port in self.ports.items():
+            server = servers.get(name)
+            serving = server.is_serving() if server is not None else name.startswith("http")
+            listeners[name] = {"port": port, "serving": bool(serving) and not self._stop.is_set()}
+        queue = len(self.relay.known) if hasattr(self, "relay") else 0
+        return {"listeners": listeners, "queue": queue}
 
     def _load_again(self) -> Config:
         """The configuration SIGHUP applies."""

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from rmail.config import AuthConfig
 from rmail.errors import AlreadyExists, PermissionDenied, RateLimited
+from rmail.metrics import LOGIN_FAILURES
 from rmail.ratelimit import LoginLimiter
 from rmail.store.accounts import Account, Accounts
 
@@ -73,6 +74,7 @@ class Authenticator:
         try:
             self.limiter.check(ip, address)
         except RateLimited as exc:
+            LOGIN_FAILURES.labels(protocol, "locked").inc()
             logger.warning(
                 "auth refused rate-limited protocol=%s user=%s ip=%s retry_after=%.0f",
                 protocol,
@@ -85,6 +87,7 @@ class Authenticator:
             account = await self.accounts.averify_password(address, password)
         except PermissionDenied:
             self.limiter.failure(ip, address)
+            LOGIN_FAILURES.labels(protocol, "password").inc()
             logger.info("auth failed protocol=%s user=%s ip=%s", protocol, user, ip)
             raise
         self.limiter.success(ip, address)

@@ -27,6 +27,7 @@ from typing import Any, Final, TypeVar
 
 from rmail.errors import PermissionDenied, RmailError
 from rmail.events import EventBus, MessageAdded
+from rmail.metrics import DELIVERIES
 from rmail.store import Store
 from rmail.store.accounts import REVALIDATE_AFTER, Recipient
 from rmail.store.maildir import INBOX
@@ -200,6 +201,9 @@ class Delivery:
             list(recipients),
             mail_from,
         )
+        DELIVERIES.labels("delivered").inc(len(report.delivered))
+        if report.failed:
+            DELIVERIES.labels("failed").inc(len(report.failed))
         if self.events is not None:
             stored = {copy for copies in report.delivered.values() for copy in copies}
             for copy in sorted(stored, key=lambda c: (c.address, c.folder, c.uid)):

@@ -27,6 +27,7 @@ from rmail.imap.parser.errors import BadCharset, ParseError
 from rmail.imap.parser.parse import command_name, literal_at_end, parse_command
 from rmail.imap.responses import Code
 from rmail.imap.state import ImapServices, Session
+from rmail.metrics import IMAP_CONNECTIONS, IMAP_CONNECTIONS_TOTAL
 
 __all__ = ["ImapListeners"]
 
@@ -243,6 +244,8 @@ class ImapListeners:
                     writer.write(responses.untagged(b"BYE [UNAVAILABLE] too many connections"))
                     return
                 self.active.add(conn)
+                IMAP_CONNECTIONS.set(len(self.active))
+                IMAP_CONNECTIONS_TOTAL.labels("imaps" if tls else "imap").inc()
                 if task is not None:
                     self.tasks.add(task)
                 logger.debug("connected peer=%s tls=%s", conn.peer_ip, tls)
@@ -255,6 +258,7 @@ class ImapListeners:
                 logger.exception("connection failed")
             finally:
                 self.active.discard(conn)
+                IMAP_CONNECTIONS.set(len(self.active))
                 if task is not None:
                     self.tasks.discard(task)
                 with contextlib.suppress(Exception):

@@ -30,6 +30,7 @@ from typing import Final
 from rmail.config import Config
 from rmail.delivery import Delivery
 from rmail.errors import NotFound, RmailError
+from rmail.metrics import RELAY_ATTEMPTS, set_queue_size_source
 from rmail.relay.bounce import FailedRecipient, build_bounce, wants_bounce
 from rmail.relay.dkim import DkimSigner
 from rmail.relay.dns import Resolver
@@ -42,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 # Seconds between two looks at the queue directory's mtime.
 POLL_SECONDS: Final = 1.0
+_METRIC_RESULT: Final = {"sent": "sent", "temporary": "deferred", "permanent": "failed"}
 _RECIPIENT_STATUS: Final[dict[str, RecipientStatus]] = {
     "sent": "sent",
     "temporary": "pending",
@@ -81,7 +83,13 @@ class Relay:
         self.transport.config = config.relay
         self.signer.selector = config.relay.dkim_selector
 
+    @property
+    def known(self) -> dict[str, tuple[int, float]]:
+        """Queued entries as last seen: id -> (record mtime, next try)."""
+        return self._known
+
     def start(self) -> None:
+        set_queue_size_source(lambda: float(len(self._known)))
         self._main = asyncio.get_running_loop().create_task(self._run(), name="relay")
 
     def wake(self, entry: QueueEntry | None = None) -> None:
@@ -225,6 +233,7 @@ class Relay:
                 recipients.append(rcpt)
                 continue
             status = _RECIPIENT_STATUS[outcome.status]
+            RELAY_ATTEMPTS.labels(_METRIC_RESULT[outcome.status]).inc()
             recipients.append(
                 QueueRecipient(
                     rcpt.address,

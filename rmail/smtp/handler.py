@@ -47,6 +47,7 @@ from rmail.errors import (
     QuotaExceeded,
     RmailError,
 )
+from rmail.metrics import SMTP_MESSAGES
 from rmail.relay.inbound import InboundAuth, strip_forged_results
 from rmail.smtp import replies
 from rmail.smtp.auth import sasl_login, sasl_plain
@@ -217,9 +218,11 @@ class SmtpHandler:
     async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
         self.busy = True
         try:
-            return await self._data(server, session, envelope)
+            reply = await self._data(server, session, envelope)
         finally:
             self.busy = False
+        SMTP_MESSAGES.labels(self.mode, "accepted" if reply[:1] == "2" else "refused").inc()
+        return reply
 
     async def _data(self, server: Any, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""

@@ -33,6 +33,7 @@ from aiosmtpd.smtp import MISSING, SMTP, syntax
 
 from rmail import log
 from rmail.config import SmtpConfig
+from rmail.metrics import SMTP_SESSIONS
 from rmail.smtp import replies
 from rmail.smtp.handler import SmtpHandler
 from rmail.smtp.reading import plain_path, read_data
@@ -274,6 +275,7 @@ class SmtpListeners:
                 logger.warning("connection limit reached limit=%d", cfg.max_connections)
                 return _Refuse(self.hostname)
             handler: SmtpHandler = self.handler_factory(mode)
+            SMTP_SESSIONS.labels(mode).inc()
             return RmailSMTP(
                 handler,
                 listeners=self,

@@ -12,57 +12,103 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rmail import __version__
 from rmail.auth import Authenticator
 from rmail.config import Config
 from rmail.delivery import Delivery
 from rmail.events import EventBus
+from rmail.metrics import HTTP_LATENCY, HTTP_REQUESTS, REGISTRY
 from rmail.store import Store
 from rmail.store.keys import ensure_jwt_key
-from rmail.web import api
-from rmail.web.http import cors_middleware, error_middleware
+from rmail.web import api, openapi
+from rmail.web.http import Handler, cors_middleware, error_middleware
 from rmail.web.tokens import TokenService
 
-__all__ = ["CONFIG", "STARTED", "STORE", "make_app"]
+__all__ = ["CONFIG", "STARTED", "STATUS", "STORE", "make_app"]
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
 STARTED = web.AppKey("started", float)
+# What the running server reports about itself for /health (listeners, queue length).
+StatusSource = Callable[[], dict[str, Any]]
+STATUS: web.AppKey[StatusSource] = web.AppKey("status")
 
 
 async def health(request: web.Request) -> web.Response:
-    """200 when the data directory is readable; 503 otherwise."""
+    """200 when the data directory is readable and every listener serves; 503 otherwise.
+
+    ``listeners`` maps each listener (smtp, submission, smtps, imap, imaps, http, https) to
+    ``{"port": n, "serving": bool}``; ``queue`` is the outbound queue's length.
+    """
     store = request.app[STORE]
     ok = await asyncio.to_thread((store.root / "domains").is_dir)
+    status = request.app[STATUS]()
+    listeners = status.get("listeners", {})
+    serving = all(item.get("serving") for item in listeners.values())
     body = {
-        "status": "ok" if ok else "unavailable",
+        "status": "ok" if ok and serving else "unavailable",
         "version": __version__,
         "uptime_seconds": round(time.monotonic() - request.app[STARTED], 1),
+        **status,
     }
-    return web.json_response(body, status=200 if ok else 503)
+    return web.json_response(body, status=200 if ok and serving else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format (counts only: no addresses or names in any label)."""
+    body = await asyncio.to_thread(generate_latest, REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        if route.startswith("/docs/static"):
+            route = "/docs/static"
+        HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
+        HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
 
 
 def make_app(
     config: Config,
     store: Store,
+    *,
     authenticator: Authenticator,
     delivery: Delivery,
     events: EventBus,
+    status: StatusSource = dict,
 ) -> web.Application:
     """Build the HTTP application for ``config`` on ``store`` and the server's services."""
     # Bodies are read by each route with its own limit; this is only the outer bound (a
     # message with base64 attachments in a JSON send request).
     app = web.Application(
         client_max_size=config.smtp.max_message_size * 4 // 3 + 1024 * 1024,
-        middlewares=[cors_middleware, error_middleware],
+        middlewares=[metrics_middleware, cors_middleware, error_middleware],
     )
     app[CONFIG] = config
     app[STORE] = store
     app[STARTED] = time.monotonic()
+    app[STATUS] = status
     app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    openapi.setup(app)
     secret = config.exchange_api.token_secret
     key = secret.encode() if secret is not None else ensure_jwt_key(config.root)
     api.setup(

@@ -150,7 +150,7 @@ async def test_tokens_are_checked(api_server: ApiServer, alice: ApiClient) -> No
     status, body = await alice.call("GET", "/folders", token=expired)
     assert status == 401 and body == {"error": "token expired"}
     forged = jwt.encode(
-        {**claims, "sub": BOB[0]}, "a guessed key, long enough too", algorithm="HS256"
+        {**claims, "sub": BOB[0]}, "a guessed key, long enough for HS256", algorithm="HS256"
     )
     assert (await alice.call("GET", "/folders", token=forged))[0] == 401
 

@@ -19,6 +19,7 @@ import binascii
 import email
 import email.policy
 import email.utils
+import functools
 import re
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -141,10 +142,20 @@ async def send(request: web.Request) -> web.Response:
     if reference is not None:
         ref = reference
         original = await asyncio.to_thread(lambda: box.folder(ref.folder).read(ref.uid))
-    message, to, cc = await asyncio.to_thread(
-        _compose, account, services.hostname, to, cc, subject, text, html, attachments,
-        reference, original,
-    )  # fmt: skip
+    compose = functools.partial(
+        _compose,
+        account=account,
+        hostname=services.hostname,
+        to=to,
+        cc=cc,
+        subject=subject,
+        text=text,
+        html=html,
+        attachments=attachments,
+        reference=reference,
+        original=original,
+    )
+    message, to, cc = await asyncio.to_thread(compose)
     envelope = list(dict.fromkeys(a.lower() for a in to + cc + bcc))
     raw = message.as_bytes(policy=email.policy.SMTP)
     if len(raw) > services.max_message_size:
@@ -211,7 +222,8 @@ async def _mark_original(request: web.Request, account: Account, ref: _Reference
         services.events.publish(FlagsChanged(account.address, changed[0], ref.uid, changed[1]))
 
 
-def _compose(  # noqa: PLR0917 - one call site, with keyword-free positional use via to_thread
+def _compose(
+    *,
     account: Account,
     hostname: str,
     to: list[str],
