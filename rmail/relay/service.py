@@ -124,9 +124,17 @@ class Relay:
                 logger.exception("relay: scheduling failed; trying again")
             await self.transport.expire_idle()
             wait = POLL_SECONDS
-            if self._known:
-                due = min(next_try for _, next_try in self._known.values())
-                wait = max(0.0, min(wait, due - time.time()))
+            # Only what could be dispatched now shortens the wait: an entry being sent is
+            # not, nor is anything while every worker is busy (the one that ends sets _wake).
+            # Counting them made this loop spin with a zero wait for as long as a due entry
+            # waited for a worker.
+            if not self._slots.locked():
+                due = min(
+                    (t for entry_id, (_, t) in self._known.items() if entry_id not in self._busy),
+                    default=None,
+                )
+                if due is not None:
+                    wait = max(0.0, min(wait, due - time.time()))
             self._wake.clear()
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancellation
             # that stop() sends when the event is set at the same moment.
