@@ -122,7 +122,10 @@ class Server:
         self.delivery.on_queued = self.relay.wake
         self.relay.start()
         runner = web.AppRunner(
-            make_app(cfg, self.store), access_log=None, shutdown_timeout=SHUTDOWN_GRACE
+            # self.ports itself: the HTTP ports it gains below show up in the app too.
+            make_app(cfg, self.store, self.ports),
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_GRACE,
         )
         await runner.setup()
         self._runners.append(runner)
