@@ -134,6 +134,8 @@ class Server:
                 delivery=self.delivery,
                 events=self.events,
                 status=self.status,
+                # self.ports itself: the HTTP ports it gains below show up in the app too.
+                ports=self.ports,
             ),
             access_log=None,
             shutdown_timeout=SHUTDOWN_GRACE,

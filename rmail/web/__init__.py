@@ -4,15 +4,16 @@ Each HTTP area (API, CalDAV, drive, webmail, autoconfig) is a subpackage that ad
 routes here. App state lives under typed :class:`aiohttp.web.AppKey` keys. Every response
 of an error is ``{"error": ...}`` (:mod:`rmail.web.http`).
 
-Routes now: ``GET /health`` (liveness and readiness for load balancers and monitors) and
-the JSON API (:mod:`rmail.web.api`).
+Routes now: ``GET /health`` (liveness and readiness for load balancers and monitors),
+``/metrics``, the JSON API (:mod:`rmail.web.api`, described at ``/openapi.json``) and
+client autoconfiguration (:mod:`rmail.web.autoconfig`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -26,11 +27,11 @@ from rmail.events import EventBus
 from rmail.metrics import HTTP_LATENCY, HTTP_REQUESTS, REGISTRY
 from rmail.store import Store
 from rmail.store.keys import ensure_jwt_key
-from rmail.web import api, openapi
+from rmail.web import api, autoconfig, openapi
 from rmail.web.http import Handler, cors_middleware, error_middleware
 from rmail.web.tokens import TokenService
 
-__all__ = ["CONFIG", "STARTED", "STATUS", "STORE", "make_app"]
+__all__ = ["CONFIG", "PORTS", "STARTED", "STATUS", "STORE", "make_app"]
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
@@ -38,6 +39,8 @@ STARTED = web.AppKey("started", float)
 # What the running server reports about itself for /health (listeners, queue length).
 StatusSource = Callable[[], dict[str, Any]]
 STATUS: web.AppKey[StatusSource] = web.AppKey("status")
+# The ports actually bound, by run/ports.json name; the server fills the dict after binding.
+PORTS: web.AppKey[Mapping[str, int]] = web.AppKey("ports")
 
 
 async def health(request: web.Request) -> web.Response:
@@ -94,6 +97,7 @@ def make_app(
     delivery: Delivery,
     events: EventBus,
     status: StatusSource = dict,
+    ports: Mapping[str, int] | None = None,
 ) -> web.Application:
     """Build the HTTP application for ``config`` on ``store`` and the server's services."""
     # Bodies are read by each route with its own limit; this is only the outer bound (a
@@ -106,9 +110,13 @@ def make_app(
     app[STORE] = store
     app[STARTED] = time.monotonic()
     app[STATUS] = status
+    # The caller's own mapping: ports bound after this call show up in the app too; a port
+    # missing from it is taken from config.
+    app[PORTS] = ports if ports is not None else {}
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     openapi.setup(app)
+    autoconfig.setup(app, config, store, app[PORTS])
     secret = config.exchange_api.token_secret
     key = secret.encode() if secret is not None else ensure_jwt_key(config.root)
     api.setup(

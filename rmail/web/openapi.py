@@ -19,7 +19,13 @@ from rmail import __version__
 __all__ = ["DOCUMENTED_ELSEWHERE", "setup", "spec"]
 
 # Routes that are not part of the JSON API and are described in their own documents.
-DOCUMENTED_ELSEWHERE: Final = ("/docs",)
+DOCUMENTED_ELSEWHERE: Final = (
+    "/docs",  # the page that shows this document
+    "/.well-known",  # autoconfig and DAV discovery: docs/clients.md
+    "/mail/config-v1.1.xml",
+    "/autodiscover",
+    "/Autodiscover",
+)
 
 _ERROR: Final = {"$ref": "#/components/schemas/Error"}
 _ADDR: Final = {"$ref": "#/components/schemas/Address"}
