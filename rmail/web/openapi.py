@@ -25,6 +25,7 @@ DOCUMENTED_ELSEWHERE: Final = (
     "/mail/config-v1.1.xml",
     "/autodiscover",
     "/Autodiscover",
+    "/dav",  # CalDAV and CardDAV: docs/clients.md
 )
 
 _ERROR: Final = {"$ref": "#/components/schemas/Error"}

@@ -99,7 +99,9 @@ def test_every_registered_route_is_in_the_openapi_document(tmp_path: Path) -> No
         registered = set()
         for route in app.router.routes():
             path = route.resource.canonical if route.resource is not None else ""
-            if route.method == "HEAD" or path.startswith(DOCUMENTED_ELSEWHERE):
+            if route.method not in {"GET", "POST", "PUT", "PATCH", "DELETE"}:
+                continue  # HEAD mirrors GET; WebDAV methods are not part of this API
+            if path.startswith(DOCUMENTED_ELSEWHERE):
                 continue
             registered.add((path, route.method.lower()))
         documented = {(path, method) for path, ops in PATHS.items() for method in ops}
