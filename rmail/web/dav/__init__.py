@@ -13,8 +13,6 @@ the verified-credentials cache) or a JSON API bearer token. Every user gets a ca
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import datetime
 import xml.etree.ElementTree as ET
@@ -27,12 +25,10 @@ from rmail.errors import (
     AlreadyExists,
     InvalidInput,
     NotFound,
-    PermissionDenied,
     QuotaExceeded,
-    RateLimited,
 )
 from rmail.ical import COMPONENTS, UTC, InvalidCalendar, parse_calendar, parse_card
-from rmail.store.accounts import REVALIDATE_AFTER, Account
+from rmail.store.accounts import Account
 from rmail.store.dav import (
     Collection,
     DavStore,
@@ -42,6 +38,7 @@ from rmail.store.dav import (
     SyncTokenExpired,
 )
 from rmail.web.api import API, ApiServices
+from rmail.web.auth import authenticate
 from rmail.web.dav import reports
 from rmail.web.dav.resources import (
     PREFIX,
@@ -75,7 +72,6 @@ ALLOW: Final = "OPTIONS, GET, HEAD, PUT, DELETE, PROPFIND, PROPPATCH, REPORT, MK
 # Largest calendar object or vCard accepted (RFC 4791 max-resource-size).
 MAX_RESOURCE: Final = 1024 * 1024
 _XML = "application/xml; charset=utf-8"
-_CHALLENGE = {"WWW-Authenticate": 'Basic realm="rmail", charset="UTF-8"'}
 _MEDIA = {"calendars": "text/calendar; charset=utf-8", "addressbooks": "text/vcard; charset=utf-8"}
 _DEFAULTS: Final[dict[str, dict[str, Any]]] = {
     "calendars": {"displayname": "Calendar", "components": list(COMPONENTS)},
@@ -132,35 +128,7 @@ def _precondition(status: int, condition: str, namespace: str = DAV) -> web.Resp
 
 
 async def _account(request: web.Request) -> Account:
-    services = request.app[API]
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "basic":
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise ApiError(401, "malformed Basic credentials", _CHALLENGE) from None
-        user, sep, password = decoded.partition(":")
-        if not sep:
-            raise ApiError(401, "malformed Basic credentials", _CHALLENGE)
-        try:
-            return await services.authenticator.login(user, password, request.remote, "dav")
-        except RateLimited:
-            raise
-        except PermissionDenied:
-            raise ApiError(401, "invalid credentials", _CHALLENGE) from None
-    if scheme.lower() == "bearer":
-        try:
-            claims = services.tokens.verify(value.strip())
-            account = await asyncio.to_thread(
-                services.store.accounts.get_user, claims.address, max_age=REVALIDATE_AFTER
-            )
-        except (PermissionDenied, NotFound):
-            raise ApiError(401, "invalid token", _CHALLENGE) from None
-        if account.token_version != claims.version or not account.enabled:
-            raise ApiError(401, "token revoked", _CHALLENGE)
-        return account
-    raise ApiError(401, "authentication required", _CHALLENGE)
+    return await authenticate(request, "dav")
 
 
 # -- the entry point -------------------------------------------------------------------------

@@ -1,0 +1,539 @@
+"""A user's file drive: folders and files under ``users/{user}/drive/files/``.
+
+Layout::
+
+    drive/_meta.json            ctag (changes on every write) and the drive's totals
+    drive/files/                the root folder
+    drive/files/**/_index.json  in every folder: its own counts, the recursive totals of
+                                everything below it, and its children (type, size, etag,
+                                mtime, content type)
+    drive/files/**/_index.lock  the folder's flock
+
+Every write changes the folder it touches and adds the difference to the totals of every
+folder above it, so any folder's totals are read in O(1). A write holds the locks of the
+folder and of each ancestor, taken from the deepest up (one order for every writer: no
+deadlock), so concurrent writers keep the totals exact. File contents are written to a
+temporary file in the same folder and renamed into place; ETags are SHA-256 hashes of the
+content, computed while the bytes stream through.
+
+Names: a path component may not be empty, ``.``/``..``, hold ``/``, ``\\``, NUL or another
+control character, or be longer than 255 bytes; ``_index*``, ``_meta.json`` and ``*.tmp``
+are reserved; a path has at most 64 components.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import mimetypes
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Final
+
+from rmail.errors import AlreadyExists, InvalidInput, NotFound, QuotaExceeded
+from rmail.store.fsio import FileLock, atomic_write_json, fsync_dir, read_json
+
+__all__ = ["Drive", "Entry", "Totals", "split_path"]
+
+MAX_DEPTH: Final = 64
+MAX_COMPONENT: Final = 255
+_INDEX: Final = "_index.json"
+_LOCK: Final = "_index.lock"
+_CHUNK: Final = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    files: int = 0
+    dirs: int = 0
+    bytes: int = 0
+
+    def __add__(self, other: Totals) -> Totals:
+        return Totals(self.files + other.files, self.dirs + other.dirs, self.bytes + other.bytes)
+
+    def __neg__(self) -> Totals:
+        return Totals(-self.files, -self.dirs, -self.bytes)
+
+    def to_json(self) -> dict[str, int]:
+        return {"files": self.files, "dirs": self.dirs, "bytes": self.bytes}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Totals:
+        data = data or {}
+        return cls(int(data.get("files", 0)), int(data.get("dirs", 0)), int(data.get("bytes", 0)))
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    name: str
+    type: str  # "file" or "dir"
+    size: int
+    etag: str
+    mtime: float
+    content_type: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "size": self.size,
+            "etag": self.etag,
+            "mtime": self.mtime,
+            "content_type": self.content_type,
+        }
+
+
+def split_path(path: str) -> list[str]:
+    """``a/b/c`` (leading and trailing ``/`` ignored) as checked components.
+
+    Raises:
+        InvalidInput: a bad or reserved component, or too deep.
+    """
+    parts = [p for p in path.strip("/").split("/")] if path.strip("/") else []
+    if len(parts) > MAX_DEPTH:
+        raise InvalidInput(f"paths have at most {MAX_DEPTH} components")
+    for part in parts:
+        _check(part)
+    return parts
+
+
+def _check(name: str) -> None:
+    if not name or name in (".", ".."):
+        raise InvalidInput(f"invalid name {name!r}")
+    if any(ch in "/\\" or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
+        raise InvalidInput("a name may not hold '/', '\\\\' or control characters")
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_COMPONENT:
+        raise InvalidInput(f"a name has at most {MAX_COMPONENT} bytes")
+    if name.startswith("_index") or name == "_meta.json" or name.endswith(".tmp"):
+        raise InvalidInput(f"{name!r} is a reserved name")
+
+
+def content_type_of(name: str) -> str:
+    guessed, _ = mimetypes.guess_type(name, strict=False)
+    return guessed or "application/octet-stream"
+
+
+class Drive:
+    """The drive of one user."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        fsync: bool = True,
+        quota: Any = None,
+    ) -> None:
+        """``root`` is ``users/{user}/drive``; ``quota()`` returns (quota bytes, bytes used
+        elsewhere, e.g. by mail), or None for no quota."""
+        self.root = root
+        self.files = root / "files"
+        self.fsync = fsync
+        self._quota = quota
+        self._locks: dict[str, FileLock] = {}
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _dir(self, parts: list[str]) -> Path:
+        return self.files.joinpath(*parts)
+
+    def _read_index(self, folder: Path) -> dict[str, Any]:
+        try:
+            data = read_json(folder / _INDEX)
+        except FileNotFoundError:
+            if folder == self.files:
+                return {"self": {}, "total": {}, "children": {}}
+            raise NotFound("no such folder") from None
+        assert isinstance(data, dict)
+        return data
+
+    def stat(self, path: str) -> Entry:
+        """The entry at ``path`` (the root is a dir named ``""``). Raises NotFound."""
+        parts = split_path(path)
+        if not parts:
+            index = self._read_index(self.files)
+            total = Totals.from_json(index.get("total"))
+            return Entry("", "dir", total.bytes, self._meta_ctag(), 0.0, "")
+        parent = self._read_index(self._dir(parts[:-1]))
+        child = parent.get("children", {}).get(parts[-1])
+        if child is None:
+            raise NotFound(f"no such file or folder: /{'/'.join(parts)}")
+        return _entry(parts[-1], child)
+
+    def listing(self, path: str) -> tuple[list[Entry], Totals, Totals]:
+        """A folder's children, its own counts and its recursive totals. Raises NotFound."""
+        parts = split_path(path)
+        if parts and self.stat(path).type != "dir":
+            raise NotFound(f"not a folder: {path}")
+        index = self._read_index(self._dir(parts))
+        children = [_entry(name, c) for name, c in sorted(index.get("children", {}).items())]
+        return children, Totals.from_json(index.get("self")), Totals.from_json(index.get("total"))
+
+    def open(self, path: str) -> tuple[BinaryIO, Entry]:
+        """An open file and its entry. Raises NotFound (also for a folder)."""
+        entry = self.stat(path)
+        if entry.type != "file":
+            raise NotFound(f"not a file: {path}")
+        try:
+            return open(self._dir(split_path(path)), "rb"), entry
+        except FileNotFoundError:
+            raise NotFound(f"no such file: {path}") from None
+
+    def file_path(self, path: str) -> Path:
+        """Where a file's bytes are (for sendfile). Raises NotFound."""
+        entry = self.stat(path)
+        if entry.type != "file":
+            raise NotFound(f"not a file: {path}")
+        return self._dir(split_path(path))
+
+    def usage(self) -> int:
+        """Bytes in the drive (the root's total: O(1))."""
+        try:
+            return Totals.from_json(read_json(self.files / _INDEX).get("total")).bytes
+        except FileNotFoundError:
+            return 0
+
+    def _meta_ctag(self) -> str:
+        try:
+            return str(read_json(self.root / "_meta.json").get("ctag", ""))
+        except FileNotFoundError:
+            return ""
+
+    def walk(self, path: str) -> Iterator[tuple[str, Entry]]:
+        """Every entry below ``path`` (depth first), with its path relative to the drive."""
+        children, _, _ = self.listing(path)
+        base = "/".join(split_path(path))
+        for child in children:
+            child_path = f"{base}/{child.name}" if base else child.name
+            yield child_path, child
+            if child.type == "dir":
+                yield from self.walk(child_path)
+
+    # -- locking and propagation ---------------------------------------------------------
+
+    def _lock(self, folder: Path) -> FileLock:
+        key = str(folder)
+        lock = self._locks.get(key)
+        if lock is None:
+            if len(self._locks) > 4096:
+                self._locks.clear()
+            lock = self._locks[key] = FileLock(folder / _LOCK)
+        return lock
+
+    @contextlib.contextmanager
+    def _chain(self, parts: list[str]) -> Iterator[None]:
+        """Hold the locks of the folder ``parts`` and of every folder above it."""
+        self.files.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            for depth in range(len(parts), -1, -1):
+                folder = self._dir(parts[:depth])
+                if not folder.is_dir():
+                    raise NotFound(f"no such folder: /{'/'.join(parts[:depth])}")
+                stack.enter_context(self._lock(folder).hold())
+            yield
+
+    def _propagate(self, parts: list[str], delta: Totals) -> None:
+        """Add ``delta`` to the totals of folder ``parts`` and of each ancestor (locked)."""
+        for depth in range(len(parts), -1, -1):
+            folder = self._dir(parts[:depth])
+            index = self._read_index(folder)
+            index["total"] = (Totals.from_json(index.get("total")) + delta).to_json()
+            atomic_write_json(folder / _INDEX, index, fsync=self.fsync)
+        meta_path = self.root / "_meta.json"
+        try:
+            meta = read_json(meta_path)
+        except FileNotFoundError:
+            meta = {}
+        meta["ctag"] = f"{int(time.time() * 1000)}-{secrets.token_hex(4)}"
+        meta["sync_token"] = int(meta.get("sync_token", 0)) + 1
+        root_total = Totals.from_json(self._read_index(self.files).get("total"))
+        meta["totals"] = root_total.to_json()
+        atomic_write_json(meta_path, meta, fsync=self.fsync)
+
+    def _set_child(self, parts: list[str], name: str, child: dict[str, Any] | None) -> Totals:
+        """Replace (or remove, None) a child of folder ``parts`` and update the folder's own
+        counts; returns the change in those direct counts. The caller propagates."""
+        folder = self._dir(parts)
+        index = self._read_index(folder)
+        children = index.setdefault("children", {})
+        change = _direct(child) + -_direct(children.get(name))
+        if child is None:
+            children.pop(name, None)
+        else:
+            children[name] = child
+        index["self"] = (Totals.from_json(index.get("self")) + change).to_json()
+        atomic_write_json(folder / _INDEX, index, fsync=self.fsync)
+        return change
+
+    def _check_quota(self, incoming: int) -> None:
+        if self._quota is None or incoming <= 0:
+            return
+        limits = self._quota()
+        if limits is None:
+            return
+        quota, elsewhere = limits
+        used = self.usage() + elsewhere
+        if quota > 0 and used + incoming > quota:
+            raise QuotaExceeded(f"over quota: {used + incoming} bytes of {quota}")
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(
+        self,
+        path: str,
+        chunks: Iterable[bytes],
+        *,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+        size_hint: int | None = None,
+        make_parents: bool = True,
+    ) -> tuple[Entry, bool]:
+        """Store a file from ``chunks`` (streamed to disk); returns its entry and whether it
+        is new. Parents are created when missing.
+
+        Raises:
+            InvalidInput: bad path, or a folder is in the way.
+            PreconditionFailedError: ``if_match`` is not the current ETag.
+            AlreadyExists: ``if_none_match`` and the file exists.
+            QuotaExceeded: no room (checked as the bytes arrive, and again at the end).
+        """
+        parts = split_path(path)
+        if not parts:
+            raise InvalidInput("a file needs a name")
+        if size_hint is not None:
+            self._check_quota(size_hint)
+        self.files.mkdir(parents=True, exist_ok=True)
+        if make_parents:
+            self.make_folders(parts[:-1])
+        folder = self._dir(parts[:-1])
+        if not folder.is_dir():
+            raise NotFound(f"no such folder: /{'/'.join(parts[:-1])}")
+        tmp = folder / f".{secrets.token_hex(8)}.upload.tmp"
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(tmp, "wb") as out:
+                for chunk in chunks:
+                    size += len(chunk)
+                    if size_hint is None or size > size_hint:
+                        self._check_quota(size)
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                if self.fsync:
+                    os.fsync(out.fileno())
+            etag = '"' + digest.hexdigest()[:40] + '"'
+            with self._chain(parts[:-1]):
+                index = self._read_index(folder)
+                current = index.get("children", {}).get(parts[-1])
+                if current is not None and current["type"] == "dir":
+                    raise InvalidInput(f"a folder is in the way: /{'/'.join(parts)}")
+                if if_none_match and current is not None:
+                    raise AlreadyExists(f"/{'/'.join(parts)} exists")
+                if if_match is not None and (current is None or current.get("etag") != if_match):
+                    raise PreconditionFailedError(f"/{'/'.join(parts)} has changed")
+                grow = size - (int(current["size"]) if current else 0)
+                self._check_quota(grow)
+                os.replace(tmp, folder / parts[-1])
+                if self.fsync:
+                    fsync_dir(folder)
+                now = time.time()
+                kind = content_type_of(parts[-1])
+                child = {
+                    "type": "file",
+                    "size": size,
+                    "etag": etag,
+                    "mtime": now,
+                    "content_type": kind,
+                }
+                delta = self._set_child(parts[:-1], parts[-1], child)
+                self._propagate(parts[:-1], delta)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        return Entry(parts[-1], "file", size, etag, now, kind), current is None
+
+    def make_folders(self, parts: list[str]) -> None:
+        """Create the folders of ``parts`` that are missing (like ``mkdir -p``)."""
+        for depth in range(1, len(parts) + 1):
+            with contextlib.suppress(AlreadyExists):
+                self._mkdir(parts[:depth], exist_ok=True)
+
+    def mkdir(self, path: str) -> Entry:
+        """Create one folder (its parent must exist). Raises AlreadyExists, NotFound."""
+        parts = split_path(path)
+        if not parts:
+            raise AlreadyExists("the root folder exists")
+        return self._mkdir(parts, exist_ok=False)
+
+    def _mkdir(self, parts: list[str], *, exist_ok: bool) -> Entry:
+        parent = self._dir(parts[:-1])
+        with self._chain(parts[:-1]):
+            index = self._read_index(parent)
+            current = index.get("children", {}).get(parts[-1])
+            if current is not None:
+                if current["type"] == "dir" and exist_ok:
+                    return Entry(parts[-1], "dir", 0, "", float(current.get("mtime", 0)), "")
+                if current["type"] != "dir":
+                    raise InvalidInput(f"a file is in the way: /{'/'.join(parts)}")
+                raise AlreadyExists(f"/{'/'.join(parts)} exists")
+            folder = parent / parts[-1]
+            folder.mkdir(exist_ok=True)
+            atomic_write_json(
+                folder / _INDEX, {"self": {}, "total": {}, "children": {}}, fsync=self.fsync
+            )
+            now = time.time()
+            child = {"type": "dir", "size": 0, "etag": "", "mtime": now, "content_type": ""}
+            delta = self._set_child(parts[:-1], parts[-1], child)
+            self._propagate(parts[:-1], delta)
+        return Entry(parts[-1], "dir", 0, "", now, "")
+
+    def delete(self, path: str, *, if_match: str | None = None) -> Totals:
+        """Remove a file or a whole folder. Returns what was removed. Raises NotFound."""
+        parts = split_path(path)
+        if not parts:
+            raise InvalidInput("the root folder cannot be deleted")
+        parent = self._dir(parts[:-1])
+        with self._chain(parts[:-1]):
+            index = self._read_index(parent)
+            current = index.get("children", {}).get(parts[-1])
+            if current is None:
+                raise NotFound(f"no such file or folder: /{'/'.join(parts)}")
+            if if_match is not None and current.get("etag") != if_match:
+                raise PreconditionFailedError(f"/{'/'.join(parts)} has changed")
+            removed = _direct(current)
+            if current["type"] == "dir":
+                below = self._read_index(parent / parts[-1]).get("total")
+                removed = removed + Totals.from_json(below)
+            self._set_child(parts[:-1], parts[-1], None)
+            self._propagate(parts[:-1], -removed)
+            target = parent / parts[-1]
+            if current["type"] == "dir":
+                graveyard = parent / f".{secrets.token_hex(8)}.deleted.tmp"
+                os.rename(target, graveyard)
+                shutil.rmtree(graveyard, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    target.unlink()
+            if self.fsync:
+                fsync_dir(parent)
+        return removed
+
+    def move(self, source: str, target: str, *, overwrite: bool = True) -> tuple[Entry, bool]:
+        """Rename a file or folder (any depth). Returns the new entry and whether the target
+        was created (False: it replaced something). Raises NotFound, AlreadyExists."""
+        src, dst = split_path(source), split_path(target)
+        if not src or not dst:
+            raise InvalidInput("the root folder cannot be moved")
+        if dst[: len(src)] == src:
+            raise InvalidInput("a folder cannot be moved into itself")
+        entry = self.stat(source)
+        self.make_folders(dst[:-1])
+        replaced = False
+        try:
+            existing = self.stat(target)
+        except NotFound:
+            existing = None
+        if existing is not None:
+            if not overwrite:
+                raise AlreadyExists(f"/{'/'.join(dst)} exists")
+            self.delete(target)
+            replaced = True
+        moved = self._subtree(src, entry)
+        src_parent, dst_parent = self._dir(src[:-1]), self._dir(dst[:-1])
+        # Take both chains in one deepest-first order (sorted by depth, then path).
+        chains = {tuple(src[:d]) for d in range(len(src))}
+        chains |= {tuple(dst[:d]) for d in range(len(dst))}
+        order = sorted(chains, key=lambda p: (-len(p), p))
+        with contextlib.ExitStack() as stack:
+            for folder_parts in order:
+                stack.enter_context(self._lock(self._dir(list(folder_parts))).hold())
+            src_index = self._read_index(src_parent)
+            child = src_index.get("children", {}).get(src[-1])
+            if child is None:
+                raise NotFound(f"no such file or folder: /{'/'.join(src)}")
+            dst_index = self._read_index(dst_parent)
+            if dst[-1] in dst_index.get("children", {}):
+                raise AlreadyExists(f"/{'/'.join(dst)} exists")
+            os.rename(src_parent / src[-1], dst_parent / dst[-1])
+            if child["type"] == "file":
+                child = {**child, "content_type": content_type_of(dst[-1]), "mtime": time.time()}
+            self._set_child(src[:-1], src[-1], None)
+            self._propagate(src[:-1], -moved)
+            self._set_child(dst[:-1], dst[-1], child)
+            self._propagate(dst[:-1], moved)
+            if self.fsync:
+                fsync_dir(src_parent)
+                fsync_dir(dst_parent)
+        return self.stat(target), not replaced
+
+    def copy(self, source: str, target: str, *, overwrite: bool = True) -> tuple[Entry, bool]:
+        """Copy a file or folder tree. Returns the new entry and whether it is new."""
+        src, dst = split_path(source), split_path(target)
+        if not dst:
+            raise InvalidInput("cannot copy onto the root folder")
+        if src and dst[: len(src)] == src:
+            raise InvalidInput("a folder cannot be copied into itself")
+        entry = self.stat(source)
+        replaced = False
+        try:
+            self.stat(target)
+            if not overwrite:
+                raise AlreadyExists(f"/{'/'.join(dst)} exists")
+            self.delete(target)
+            replaced = True
+        except NotFound:
+            pass
+        self._check_quota(self._subtree(src, entry).bytes)
+        if entry.type == "file":
+            with open(self._dir(src), "rb") as f:
+                self.write(target, _chunks(f))
+        else:
+            self.make_folders(dst)
+            for rel, child in list(self.walk(source)):
+                tail = rel[len("/".join(src)) :].lstrip("/")
+                dest = "/".join([*dst, tail])
+                if child.type == "dir":
+                    self.make_folders(split_path(dest))
+                else:
+                    with open(self._dir(split_path(rel)), "rb") as f:
+                        self.write(dest, _chunks(f))
+        return self.stat(target), not replaced
+
+    def _subtree(self, parts: list[str], entry: Entry) -> Totals:
+        if entry.type == "file":
+            return Totals(1, 0, entry.size)
+        return Totals.from_json(self._read_index(self._dir(parts)).get("total")) + Totals(0, 1, 0)
+
+
+class PreconditionFailedError(InvalidInput):
+    """If-Match did not hold (HTTP 412)."""
+
+
+def _chunks(f: BinaryIO) -> Iterator[bytes]:
+    while chunk := f.read(_CHUNK):
+        yield chunk
+
+
+def _entry(name: str, child: dict[str, Any]) -> Entry:
+    return Entry(
+        name,
+        str(child["type"]),
+        int(child.get("size", 0)),
+        str(child.get("etag", "")),
+        float(child.get("mtime", 0)),
+        str(child.get("content_type", "")),
+    )
+
+
+def _direct(child: dict[str, Any] | None) -> Totals:
+    """What one child adds to its folder's own counts."""
+    if child is None:
+        return Totals()
+    if child["type"] == "file":
+        return Totals(1, 0, int(child.get("size", 0)))
+    return Totals(0, 1, 0)
