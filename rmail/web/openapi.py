@@ -26,6 +26,7 @@ DOCUMENTED_ELSEWHERE: Final = (
     "/autodiscover",
     "/Autodiscover",
     "/dav",  # CalDAV and CardDAV: docs/clients.md
+    "/drive",  # the file drive and share links: docs/drive.md
 )
 
 _ERROR: Final = {"$ref": "#/components/schemas/Error"}
