@@ -93,3 +93,17 @@ async def test_a_closed_all_subscription_gets_nothing() -> None:
     every.close()
     bus.publish(MessageAdded("a@b.test", "INBOX", 1))
     assert every.queue.empty()
+
+
+async def test_names_resolving_only_to_private_addresses_are_not_connected_to() -> None:
+    from rmail.webhooks import _PublicOnlyResolver
+
+    refusing = _PublicOnlyResolver(lambda: False)
+    allowing = _PublicOnlyResolver(lambda: True)
+    try:
+        with pytest.raises(OSError, match="no public address"):
+            await refusing.resolve("localhost", 80)
+        assert [r["host"] for r in await allowing.resolve("localhost", 80)] == ["127.0.0.1"]
+    finally:
+        await refusing.close()
+        await allowing.close()
