@@ -42,6 +42,7 @@ from rmail.store import Store
 from rmail.store.fsio import atomic_write
 from rmail.store.keys import ensure_jwt_key, ensure_tls_pair
 from rmail.web import make_app
+from rmail.webhooks import WebhookDispatcher
 
 __all__ = ["Server", "serve"]
 
@@ -65,6 +66,7 @@ class Server:
     resolver: Resolver = field(init=False)
     inbound: InboundAuth = field(init=False)
     relay: Relay = field(init=False)
+    webhooks: WebhookDispatcher = field(init=False)
     ssl_context: ssl.SSLContext = field(init=False)
     ports: dict[str, int] = field(default_factory=dict)
     _runners: list[web.AppRunner] = field(default_factory=list)
@@ -117,6 +119,9 @@ class Server:
         """Bind every listener and write ``run/ports.json``."""
         await asyncio.to_thread(self.prepare)
         cfg = self.config
+        # Before any listener, so that no event of an accepted message is missed.
+        self.webhooks = WebhookDispatcher(cfg, self.store, self.events)
+        self.webhooks.start()
         self._smtp = SmtpListeners(cfg.smtp, cfg.hostname, self._smtp_handler, self.ssl_context)
         self.ports.update(await self._smtp.start())
         self._imap = ImapListeners(
@@ -232,6 +237,8 @@ class Server:
             self._imap.services.config = new
         if hasattr(self, "relay"):
             self.relay.apply(new)
+        if hasattr(self, "webhooks"):
+            self.webhooks.apply(new)
         try:
             cert, key = self._tls_files()
             # New handshakes use the new pair; connections already open keep theirs.
@@ -256,6 +263,9 @@ class Server:
         if hasattr(self, "relay"):
             self.delivery.on_queued = None
             await self.relay.stop(SHUTDOWN_GRACE)
+        if hasattr(self, "webhooks"):
+            # After every publisher stopped; retries waiting in memory are dropped here.
+            await self.webhooks.stop()
         self.inbound.close()
         await asyncio.to_thread(self.delivery.close)
         self.store.close()

@@ -127,6 +127,21 @@ class HttpConfig:
         "JWT HMAC key. null: generated on first start and kept in secrets/jwt.key.",
     )
     token_lifetime: int = _opt(3600, "Seconds a JSON API token stays valid.", lo=60)
+    webhook_attempts: int = _opt(
+        5,
+        "Tries per webhook delivery (the first plus retries); retries are in memory.",
+        lo=1,
+        hi=20,
+    )
+    webhook_retry_initial_ms: int = _opt(
+        1000, "Milliseconds before the first webhook retry; doubles each time.", lo=1, hi=600000
+    )
+    # GitHub and Stripe give a receiver 10 seconds to answer.
+    webhook_timeout: int = _opt(10, "Seconds one webhook POST may take in all.", lo=1, hi=300)
+    webhook_allow_private: bool = _opt(
+        False,
+        "Let webhooks reach loopback, private, link-local and other non-public addresses.",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ It knows nothing of sockets, HTTP or IMAP syntax. Layout of ``mail_root``::
     domains/{domain}/domain.json    aliases.json
     domains/{domain}/users/{user}/account.json
     domains/{domain}/users/{user}/mail/        Maildir++ (see maildir.py, mailindex.py)
+    domains/{domain}/users/{user}/webhooks.json the user's webhooks (see webhooks.py)
     run/ports.json                  what the running server bound
     queue/                          outbound relay queue
 
@@ -32,6 +33,7 @@ from rmail.config import AuthConfig, Config, StoreConfig
 from rmail.errors import NotFound
 from rmail.store.accounts import Account, Accounts, check_new_user_fields, normalize_address
 from rmail.store.maildir import Folder, FolderInfo, Mailbox
+from rmail.store.webhooks import Webhooks
 
 __all__ = ["Account", "Accounts", "Folder", "FolderInfo", "Mailbox", "Store"]
 
@@ -44,6 +46,7 @@ class Store:
         self.root = config.root
         self.fsync = config.store.fsync
         self.accounts = Accounts(self.root, config.auth, fsync=self.fsync)
+        self.webhooks = Webhooks(self.accounts, fsync=self.fsync)
         self._mailboxes: dict[str, Mailbox] = {}
         self._lock = threading.Lock()
 

@@ -131,6 +131,7 @@ def make_app(
             max_message_size=config.smtp.max_message_size,
             max_recipients=config.smtp.max_recipients,
             relay_enabled=config.relay.enabled,
+            webhook_allow_private=config.exchange_api.webhook_allow_private,
         ),
     )
     dav.setup(app)

@@ -107,6 +107,7 @@ _ITEM = _obj(
         "preview": _S,
     }
 )
+_HOOK = _obj({"id": _S, "url": _S, "events": {"type": "array", "items": _S}, "created": _S})
 _ATTACHMENT = _obj(
     {
         "id": _S,
@@ -543,6 +544,39 @@ PATHS: Final[dict[str, dict[str, dict[str, Any]]]] = {
             body=_obj({"password": _S}, ("password",)),
             ok=(200, "The user", _USER),
         ),
+    },
+    "/webhooks": {
+        "get": _op(
+            "List your webhooks (never their secrets)",
+            tags=("webhooks",),
+            errors=(401,),
+            ok=(200, "Hooks", _obj({"webhooks": {"type": "array", "items": _HOOK}})),
+        ),
+        "post": _op(
+            "Register a webhook; the answer shows its secret, once",
+            tags=("webhooks",),
+            errors=(400, 401),
+            body=_obj(
+                {
+                    "url": {"type": "string", "format": "uri"},
+                    "events": {
+                        "type": "array",
+                        "items": {"enum": ["messageNew", "messageDeleted", "flagsChanged"]},
+                    },
+                },
+                ("url",),
+            ),
+            ok=(201, "Registered", {**_HOOK, "properties": {**_HOOK["properties"], "secret": _S}}),
+        ),
+    },
+    "/webhooks/{id}": {
+        "delete": _op(
+            "Delete one of your webhooks",
+            tags=("webhooks",),
+            errors=(401, 404),
+            params=[{"name": "id", "in": "path", "required": True, "schema": _S}],
+            ok=(204, "Deleted", None),
+        )
     },
 }
 

@@ -35,6 +35,8 @@ class ApiServices:
     max_message_size: int
     max_recipients: int
     relay_enabled: bool
+    # exchange_api.webhook_allow_private at start-up (the dispatcher follows SIGHUP).
+    webhook_allow_private: bool = False
 
 
 API = web.AppKey("api", ApiServices)
@@ -72,10 +74,11 @@ async def require_admin(request: web.Request) -> Account:
 
 
 def setup(app: web.Application, services: ApiServices) -> None:
-    from rmail.web.api import admin, login, mail, send
+    from rmail.web.api import admin, login, mail, send, webhooks
 
     app[API] = services
     login.setup(app)
     mail.setup(app)
     send.setup(app)
     admin.setup(app)
+    webhooks.setup(app)
