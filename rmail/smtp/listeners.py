@@ -215,8 +215,19 @@ class RmailSMTP(SMTP):
                     self.transport.close()
 
     async def close_with(self, reply: str) -> None:
-        """Send a final reply and close (421 cases)."""
-        await super().push(reply)
+        """Send a final reply and close (421 cases).
+
+        A connection the client is closing at that moment gets no reply: writing to a TLS
+        transport half way through its close raises inside asyncio (AttributeError on
+        3.11), which must not turn a clean shutdown into a crash.
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        try:
+            await super().push(reply)
+        except (OSError, RuntimeError, AttributeError) as exc:
+            logger.debug("final reply not sent: %r", exc)
         if self.transport is not None:
             self.transport.close()
 

@@ -33,6 +33,11 @@ class TokenService:
         self._secret = secret
         self.lifetime = lifetime
 
+    @property
+    def secret(self) -> bytes:
+        """The HMAC key, for other signed values of the web layer (webmail sessions)."""
+        return self._secret
+
     def issue(self, account: Account) -> str:
         now = int(time.time())
         claims = {
