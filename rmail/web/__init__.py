@@ -27,7 +27,7 @@ from rmail.events import EventBus
 from rmail.metrics import HTTP_LATENCY, HTTP_REQUESTS, REGISTRY
 from rmail.store import Store
 from rmail.store.keys import ensure_jwt_key
-from rmail.web import api, autoconfig, dav, drive, openapi
+from rmail.web import api, autoconfig, dav, drive, openapi, webmail
 from rmail.web.http import Handler, cors_middleware, error_middleware
 from rmail.web.tokens import TokenService
 
@@ -136,4 +136,5 @@ def make_app(
     )
     dav.setup(app)
     drive.setup(app)
+    webmail.setup(app)
     return app

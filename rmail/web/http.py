@@ -56,11 +56,15 @@ MAX_JSON_BYTES: Final = 1024 * 1024
 class ApiError(Exception):
     """An HTTP error with a message for the client."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+    def __init__(
+        self, status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        # More fields for the JSON body beside "error" (e.g. each recipient's failure).
+        self.extra = extra
 
 
 def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -88,6 +92,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
+        if exc.extra:
+            body = {"error": exc.message, **exc.extra}
+            return web.json_response(body, status=exc.status, headers=exc.headers)
         return json_error(exc.status, exc.message, exc.headers)
     except RateLimited as exc:
         retry = str(max(1, math.ceil(exc.retry_after)))

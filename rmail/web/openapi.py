@@ -27,6 +27,7 @@ DOCUMENTED_ELSEWHERE: Final = (
     "/Autodiscover",
     "/dav",  # CalDAV and CardDAV: docs/clients.md
     "/drive",  # the file drive and share links: docs/drive.md
+    "/webmail",  # the webmail's pages
 )
 
 _ERROR: Final = {"$ref": "#/components/schemas/Error"}

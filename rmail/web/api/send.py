@@ -21,7 +21,7 @@ import email.policy
 import email.utils
 import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any, Final
 
@@ -31,15 +31,16 @@ from rmail.events import FlagsChanged, MessageAdded
 from rmail.message import parse
 from rmail.store.accounts import Account
 from rmail.store.maildir import Mailbox
-from rmail.web.api import API, current_account
-from rmail.web.http import ApiError, field, json_body
+from rmail.web.api import API, ApiServices, current_account
+from rmail.web.http import ApiError, json_body
+from rmail.web.http import field as field_
 
 _ADDRESS: Final = re.compile(r"^[^\s@<>()\[\],;:\"\\]+@[A-Za-z0-9.-]+\.?$")
 _ACTIONS: Final = ("reply", "reply-all", "forward")
 
 
 @dataclass(frozen=True, slots=True)
-class _Reference:
+class Reference:
     folder: str
     uid: int
     action: str
@@ -67,18 +68,18 @@ def _address_list(data: dict[str, Any], name: str) -> list[str]:
     return out
 
 
-def _reference(data: dict[str, Any]) -> _Reference | None:
+def _reference(data: dict[str, Any]) -> Reference | None:
     ref = data.get("reference")
     if ref is None:
         return None
     if not isinstance(ref, dict):
         raise ApiError(400, "field 'reference' must be an object")
-    folder = field(ref, "folder", str)
-    uid = field(ref, "uid", int)
-    action = field(ref, "action", str)
+    folder = field_(ref, "folder", str)
+    uid = field_(ref, "uid", int)
+    action = field_(ref, "action", str)
     if action not in _ACTIONS:
         raise ApiError(400, f"reference.action must be one of {', '.join(_ACTIONS)}")
-    return _Reference(folder, uid, action)
+    return Reference(folder, uid, action)
 
 
 def _attachments(data: dict[str, Any]) -> list[tuple[str, str, bytes]]:
@@ -89,8 +90,8 @@ def _attachments(data: dict[str, Any]) -> list[tuple[str, str, bytes]]:
     for item in items:
         if not isinstance(item, dict):
             raise ApiError(400, "each attachment must be an object")
-        filename = field(item, "filename", str)
-        content_type = field(item, "content_type", str, required=False) or (
+        filename = field_(item, "filename", str)
+        content_type = field_(item, "content_type", str, required=False) or (
             "application/octet-stream"
         )
         if content_type.count("/") != 1 or any(c in content_type for c in '\r\n;"'):
@@ -98,7 +99,7 @@ def _attachments(data: dict[str, Any]) -> list[tuple[str, str, bytes]]:
         if not filename or any(c in filename for c in "\r\n\x00") or len(filename) > 255:
             raise ApiError(400, f"invalid attachment filename {filename!r}")
         try:
-            content = base64.b64decode(field(item, "content", str), validate=True)
+            content = base64.b64decode(field_(item, "content", str), validate=True)
         except (binascii.Error, ValueError):
             raise ApiError(400, f"attachment {filename!r}: content is not base64") from None
         out.append((filename, content_type, content))
@@ -121,24 +122,36 @@ def _prefixed(prefix: str, subject: str) -> str:
     return f"{prefix} {subject}".strip()
 
 
-async def send(request: web.Request) -> web.Response:
-    account = await current_account(request)
-    services = request.app[API]
-    # Attachments arrive base64-encoded: 4/3 of the largest message, plus the JSON around it.
-    data = await json_body(request, limit=services.max_message_size * 4 // 3 + 65536)
-    to = _address_list(data, "to")
-    cc = _address_list(data, "cc")
-    bcc = _address_list(data, "bcc")
-    subject = field(data, "subject", str, required=False) or ""
-    text = field(data, "body", str, required=False)
-    html = field(data, "html", str, required=False)
-    draft = bool(field(data, "draft", bool, required=False))
-    reference = _reference(data)
-    attachments = _attachments(data)
-    if any(c in subject for c in "\r\n"):
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message to send (or save as a draft), as the API and the webmail take it."""
+
+    to: list[str]
+    cc: list[str] = field(default_factory=list)
+    bcc: list[str] = field(default_factory=list)
+    subject: str = ""
+    text: str | None = None
+    html: str | None = None
+    attachments: list[tuple[str, str, bytes]] = field(default_factory=list)
+    reference: Reference | None = None
+    draft: bool = False
+
+
+async def send_or_save(services: ApiServices, account: Account, out: Outgoing) -> dict[str, Any]:
+    """Compose, then send (copy in Sent, original flagged) or save in Drafts.
+
+    Returns the API's answer body: ``{message_id, delivered, queued, failed, sent_folder,
+    sent_uid}`` or, for a draft, ``{draft, folder, uid, message_id}``.
+
+    Raises:
+        ApiError: 400 bad input or no recipient took it (with ``failed``), 403 relaying
+            off, 404 no such original, 413 too large.
+    """
+    if any(c in out.subject for c in "\r\n"):
         raise ApiError(400, "subject must be one line")
     box = services.store.mailbox(account.address)
     original: bytes | None = None
+    reference = out.reference
     if reference is not None:
         ref = reference
         original = await asyncio.to_thread(lambda: box.folder(ref.folder).read(ref.uid))
@@ -146,21 +159,21 @@ async def send(request: web.Request) -> web.Response:
         _compose,
         account=account,
         hostname=services.hostname,
-        to=to,
-        cc=cc,
-        subject=subject,
-        text=text,
-        html=html,
-        attachments=attachments,
+        to=out.to,
+        cc=out.cc,
+        subject=out.subject,
+        text=out.text,
+        html=out.html,
+        attachments=out.attachments,
         reference=reference,
         original=original,
     )
     message, to, cc = await asyncio.to_thread(compose)
-    envelope = list(dict.fromkeys(a.lower() for a in to + cc + bcc))
+    envelope = list(dict.fromkeys(a.lower() for a in to + cc + out.bcc))
     raw = message.as_bytes(policy=email.policy.SMTP)
     if len(raw) > services.max_message_size:
         raise ApiError(413, "message too large")
-    if draft:
+    if out.draft:
 
         def save_draft() -> tuple[str, int]:
             name = special_folder(box, "\\Drafts", "Drafts")
@@ -168,10 +181,7 @@ async def send(request: web.Request) -> web.Response:
 
         folder, uid = await asyncio.to_thread(save_draft)
         services.events.publish(MessageAdded(account.address, folder, uid))
-        return web.json_response(
-            {"draft": True, "folder": folder, "uid": uid, "message_id": message["Message-ID"]},
-            status=201,
-        )
+        return {"draft": True, "folder": folder, "uid": uid, "message_id": message["Message-ID"]}
     if not envelope:
         raise ApiError(400, "no recipients: give to, cc or bcc")
     if len(envelope) > services.max_recipients:
@@ -184,9 +194,7 @@ async def send(request: web.Request) -> web.Response:
     queued_to = list(queued.recipients) if queued is not None else []
     failed = {rcpt: str(exc) for rcpt, exc in report.failed.items()}
     if not delivered and not queued_to:
-        return web.json_response(
-            {"error": "no recipient accepted the message", "failed": failed}, status=400
-        )
+        raise ApiError(400, "no recipient accepted the message", failed=failed)
 
     def keep_copy() -> tuple[str, int]:
         name = special_folder(box, "\\Sent", "Sent")
@@ -195,21 +203,38 @@ async def send(request: web.Request) -> web.Response:
     sent_folder, sent_uid = await asyncio.to_thread(keep_copy)
     services.events.publish(MessageAdded(account.address, sent_folder, sent_uid))
     if reference is not None:
-        await _mark_original(request, account, reference)
-    return web.json_response(
-        {
-            "message_id": message["Message-ID"],
-            "delivered": delivered,
-            "queued": [r.address for r in queued_to],
-            "failed": failed,
-            "sent_folder": sent_folder,
-            "sent_uid": sent_uid,
-        }
-    )
+        await _mark_original(services, account, reference)
+    return {
+        "message_id": message["Message-ID"],
+        "delivered": delivered,
+        "queued": [r.address for r in queued_to],
+        "failed": failed,
+        "sent_folder": sent_folder,
+        "sent_uid": sent_uid,
+    }
 
 
-async def _mark_original(request: web.Request, account: Account, ref: _Reference) -> None:
+async def send(request: web.Request) -> web.Response:
+    account = await current_account(request)
     services = request.app[API]
+    # Attachments arrive base64-encoded: 4/3 of the largest message, plus the JSON around it.
+    data = await json_body(request, limit=services.max_message_size * 4 // 3 + 65536)
+    out = Outgoing(
+        to=_address_list(data, "to"),
+        cc=_address_list(data, "cc"),
+        bcc=_address_list(data, "bcc"),
+        subject=field_(data, "subject", str, required=False) or "",
+        text=field_(data, "body", str, required=False),
+        html=field_(data, "html", str, required=False),
+        attachments=_attachments(data),
+        reference=_reference(data),
+        draft=bool(field_(data, "draft", bool, required=False)),
+    )
+    answer = await send_or_save(services, account, out)
+    return web.json_response(answer, status=201 if out.draft else 200)
+
+
+async def _mark_original(services: ApiServices, account: Account, ref: Reference) -> None:
     flag = "$Forwarded" if ref.action == "forward" else "\\Answered"
 
     def work() -> tuple[str, int] | None:
@@ -232,7 +257,7 @@ def _compose(
     text: str | None,
     html: str | None,
     attachments: list[tuple[str, str, bytes]],
-    reference: _Reference | None,
+    reference: Reference | None,
     original: bytes | None,
 ) -> tuple[EmailMessage, list[str], list[str]]:
     """The message, and its To and Cc addresses (a reply fills them from the original)."""
