@@ -132,7 +132,9 @@ def _print_demo(creds: dict[str, str], server: Any) -> None:
         f"  IMAP   {server.config.imap.host}:{ports['imaps']} (TLS), :{ports['imap']} (STARTTLS)",
         f"  SMTP   submission {server.config.smtp.host}:{ports['smtps']} (TLS), "
         f":{ports['submission']} (STARTTLS); MX :{ports['smtp']}",
-        f"  HTTP   http://{host}:{ports['http']}/health",
+        f"  Webmail  http://{host}:{ports['http']}/webmail/",
+        f"  API      http://{host}:{ports['http']}/docs (OpenAPI: /openapi.json)",
+        f"  CalDAV/CardDAV  http://{host}:{ports['http']}/dav/   Drive  http://{host}:{ports['http']}/drive/",
         f"  HTTPS  https://{host}:{ports['https']}/ (self-signed certificate)",
         "  User name: the full address. The certificate is self-signed: accept it once.",
         f"  ports: {server.config.root / 'run' / 'ports.json'}",
