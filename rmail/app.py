@@ -36,6 +36,8 @@ from rmail.ratelimit import LoginLimiter
 from rmail.relay.dns import Resolver
 from rmail.relay.inbound import InboundAuth
 from rmail.relay.service import Relay
+from rmail.scheduler import Reminders
+from rmail.scheduling import Scheduling
 from rmail.smtp.handler import Mode, SmtpHandler
 from rmail.smtp.listeners import SmtpListeners
 from rmail.store import Store
@@ -67,6 +69,8 @@ class Server:
     inbound: InboundAuth = field(init=False)
     relay: Relay = field(init=False)
     webhooks: WebhookDispatcher = field(init=False)
+    scheduling: Scheduling | None = field(init=False)
+    reminders: Reminders | None = None
     ssl_context: ssl.SSLContext = field(init=False)
     ports: dict[str, int] = field(default_factory=dict)
     _runners: list[web.AppRunner] = field(default_factory=list)
@@ -87,6 +91,10 @@ class Server:
         self.authenticator = Authenticator(self.store.accounts, limiter)
         self.resolver = Resolver(cfg.relay.nameservers)
         self.inbound = InboundAuth(self.resolver, cfg)
+        self.scheduling = None
+        if cfg.calendar.scheduling:
+            self.scheduling = Scheduling(self.store, self.delivery, cfg.hostname)
+            self.delivery.after_delivery = self.scheduling.delivered
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -131,6 +139,10 @@ class Server:
         self.relay = Relay(cfg, self.delivery, self.resolver)
         self.delivery.on_queued = self.relay.wake
         self.relay.start()
+        self.reminders = Reminders(
+            self.store, self.delivery, cfg.calendar.reminder_interval, cfg.hostname
+        )
+        self.reminders.start()
         runner = web.AppRunner(
             make_app(
                 cfg,
@@ -141,6 +153,7 @@ class Server:
                 status=self.status,
                 # self.ports itself: the HTTP ports it gains below show up in the app too.
                 ports=self.ports,
+                scheduling=self.scheduling,
             ),
             access_log=None,
             shutdown_timeout=SHUTDOWN_GRACE,
@@ -239,6 +252,8 @@ class Server:
             self.relay.apply(new)
         if hasattr(self, "webhooks"):
             self.webhooks.apply(new)
+        if self.reminders is not None:
+            self.reminders.interval = new.calendar.reminder_interval
         try:
             cert, key = self._tls_files()
             # New handshakes use the new pair; connections already open keep theirs.
@@ -260,6 +275,11 @@ class Server:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if self.reminders is not None:
+            await self.reminders.stop()
+        if self.scheduling is not None:
+            # Invitations received and still being applied; what they send is queued.
+            await self.scheduling.drain()
         if hasattr(self, "relay"):
             self.delivery.on_queued = None
             await self.relay.stop(SHUTDOWN_GRACE)

@@ -302,6 +302,7 @@ def _setup_deliver(p: argparse.ArgumentParser) -> None:
 def _run_deliver(args: argparse.Namespace, config: Config) -> int:
     from rmail.delivery import Delivery
     from rmail.errors import NotFound, TemporaryFailure
+    from rmail.scheduling import Scheduling
 
     message = sys.stdin.buffer.read()
     if not message.strip():
@@ -313,6 +314,12 @@ def _run_deliver(args: argparse.Namespace, config: Config) -> int:
     delivery = Delivery(Store(config), workers=1)
     try:
         report = delivery.deliver_sync(message, args.recipients, args.mail_from)
+        if config.calendar.scheduling:
+            # iMIP in the message (invitations, replies) applied as the server would.
+            addresses = sorted({c.address for cs in report.delivered.values() for c in cs})
+            Scheduling(delivery.store, None, config.hostname).receive(
+                message, args.mail_from, addresses
+            )
     finally:
         delivery.close()
     for rcpt, copies in report.delivered.items():

@@ -31,6 +31,7 @@ from rmail.errors import ConfigError
 
 __all__ = [
     "AuthConfig",
+    "CalendarConfig",
     "Config",
     "DeliveryConfig",
     "HttpConfig",
@@ -218,6 +219,19 @@ class StoreConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CalendarConfig:
+    # Alarms are set to the minute (RFC 5545 TRIGGER is usually whole minutes).
+    reminder_interval: int = _opt(
+        60, "Seconds between two looks for calendar alarms (VALARM) that are due.", lo=1
+    )
+    scheduling: bool = _opt(
+        True,
+        "Calendar invitations by email (iMIP): send REQUEST/CANCEL/REPLY on CalDAV changes "
+        "and apply those received.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class AuthConfig:
     # RFC 9106 §4 second recommended option: t=3, 64 MiB.
     argon2_time_cost: int = _opt(3, "Argon2 passes for new password hashes.", lo=1, hi=64)
@@ -254,6 +268,7 @@ class Config:
     tls: TlsConfig = field(default_factory=TlsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    calendar: CalendarConfig = field(default_factory=CalendarConfig)
     # Where the values came from; not a key of the file.
     source: str | None = field(default=None, metadata={"internal": True})
 

@@ -78,6 +78,9 @@ class Delivery:
         self._pool = _Workers(workers, "delivery")
         # Told about each entry queued here, so the relay sends it at once (set by the server).
         self.on_queued: Callable[[QueueEntry], None] | None = None
+        # Told (on the event loop) about each message stored by deliver(), with the local
+        # addresses that got it: calendar scheduling looks for iMIP there (set by the server).
+        self.after_delivery: Callable[[bytes, str | None, list[str]], None] | None = None
         # acheck_recipient's positive answers: address -> (monotonic expiry, bytes free for
         # the address (None: no quota), targets). Read and replaced on the event loop only.
         self._rcpt_ok: dict[str, tuple[float, int | None, list[Recipient]]] = {}
@@ -208,6 +211,9 @@ class Delivery:
             stored = {copy for copies in report.delivered.values() for copy in copies}
             for copy in sorted(stored, key=lambda c: (c.address, c.folder, c.uid)):
                 self.events.publish(MessageAdded(copy.address, copy.folder, copy.uid))
+        if self.after_delivery is not None and report.delivered:
+            addresses = sorted({c.address for copies in report.delivered.values() for c in copies})
+            self.after_delivery(message, mail_from, addresses)
         return report
 
     def deliver_sync(

@@ -21,13 +21,16 @@ from rmail.errors import InvalidInput
 __all__ = [
     "COMPONENTS",
     "UTC",
+    "Alarm",
     "CalendarInfo",
     "CardInfo",
     "InvalidCalendar",
+    "alarms",
     "occurrences",
     "overlaps",
     "parse_calendar",
     "parse_card",
+    "span",
 ]
 
 UTC: Final = datetime.UTC
@@ -54,6 +57,19 @@ class CalendarInfo:
     end: float | None  # last moment covered; FOREVER for an endless recurrence
     recurring: bool
     method: str | None  # iTIP METHOD (REQUEST, REPLY, CANCEL), for scheduling messages
+
+
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    """One VALARM of a component (RFC 5545 §3.6.6), its TRIGGER made numeric."""
+
+    index: int  # position among the component's VALARMs: with the UID, names the alarm
+    action: str  # DISPLAY, EMAIL, AUDIO, ...
+    offset: float | None  # seconds from the anchor (negative: before); None when absolute
+    related_end: bool  # TRIGGER;RELATED=END: the anchor is the end, not the start
+    at: float | None  # an absolute trigger (epoch seconds)
+    summary: str
+    description: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +117,42 @@ def _span(component: Any) -> tuple[float | None, float | None]:
     else:
         last = _epoch(start.dt, end_of_day=True)
     return first, max(first, last)
+
+
+def span(component: Any) -> tuple[float | None, float | None]:
+    """The (start, end) one instance covers, in epoch seconds (RFC 4791 §9.9)."""
+    return _span(component)
+
+
+def alarms(component: Any) -> list[Alarm]:
+    """The VALARMs of one component (an occurrence), skipping those with no usable TRIGGER."""
+    out: list[Alarm] = []
+    for index, alarm in enumerate(c for c in component.subcomponents if c.name == "VALARM"):
+        trigger = alarm.get("TRIGGER")
+        if trigger is None:
+            continue
+        value = getattr(trigger, "dt", None)
+        related_end = str(trigger.params.get("RELATED", "START")).upper() == "END"
+        offset: float | None = None
+        at: float | None = None
+        if isinstance(value, datetime.timedelta):
+            offset = value.total_seconds()
+        elif isinstance(value, datetime.date):
+            at = _epoch(value)
+        else:
+            continue
+        out.append(
+            Alarm(
+                index=index,
+                action=str(alarm.get("ACTION", "DISPLAY")).upper(),
+                offset=offset,
+                related_end=related_end,
+                at=at,
+                summary=str(alarm.get("SUMMARY", "")),
+                description=str(alarm.get("DESCRIPTION", "")),
+            )
+        )
+    return out
 
 
 def parse_calendar(data: bytes, allowed: Iterable[str] = COMPONENTS) -> tuple[Any, CalendarInfo]:

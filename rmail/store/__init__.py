@@ -28,14 +28,19 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Final
 
 from rmail.config import AuthConfig, Config, StoreConfig
 from rmail.errors import NotFound
 from rmail.store.accounts import Account, Accounts, check_new_user_fields, normalize_address
+from rmail.store.dav import DavStore, Kind
 from rmail.store.maildir import Folder, FolderInfo, Mailbox
 from rmail.store.webhooks import Webhooks
 
 __all__ = ["Account", "Accounts", "Folder", "FolderInfo", "Mailbox", "Store"]
+
+# Users whose DavStore stays cached; past it the cache starts over.
+_DAV_CACHE_MAX: Final = 10_000
 
 
 class Store:
@@ -48,6 +53,7 @@ class Store:
         self.accounts = Accounts(self.root, config.auth, fsync=self.fsync)
         self.webhooks = Webhooks(self.accounts, fsync=self.fsync)
         self._mailboxes: dict[str, Mailbox] = {}
+        self._dav: dict[tuple[str, Kind], DavStore] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -121,8 +127,26 @@ class Store:
         with self._lock:
             return self._mailboxes.setdefault(key, mailbox)
 
+    def dav(self, address: str, kind: Kind) -> DavStore:
+        """The calendars or address books of an existing user (cached, one per user and kind).
+
+        One instance per collection folder in the process, so that every caller shares the
+        collection's cached index. Raises NotFound: no such user.
+        """
+        key = (address.lower(), kind)
+        with self._lock:
+            found = self._dav.get(key)
+        if found is not None:
+            return found
+        found = DavStore(self.accounts.user_dir(key[0]), kind, fsync=self.fsync)
+        with self._lock:
+            if len(self._dav) > _DAV_CACHE_MAX:
+                self._dav.clear()
+            return self._dav.setdefault(key, found)
+
     def close(self) -> None:
         with self._lock:
+            self._dav.clear()
             for mailbox in self._mailboxes.values():
                 mailbox.close()
             self._mailboxes.clear()

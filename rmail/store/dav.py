@@ -5,6 +5,7 @@ Layout (ARCHITECTURE "Data directory"), for ``kind`` ``calendars`` or ``addressb
     users/{user}/{kind}/{collection}/calendar.json   properties (display name, colour, ...)
                                      index.json      sync counter, per-object facts, tombstones
                                      events/{name}   the resources (.ics or .vcf), as sent
+                                     reminders.json  alarms already sent (rmail.scheduler)
 
 Writes hold the collection's ``.lock`` (flock) and replace files atomically: the resource
 first, then the index, so a reader that finds an object in the index finds its file. Reads
@@ -45,6 +46,8 @@ __all__ = [
 ]
 
 Kind = Literal["calendars", "addressbooks"]
+# Service records kept in a collection's folder: reminders.json (alarms already sent).
+_StateKey = Literal["reminders"]
 TOMBSTONES_KEPT: Final = 10_000
 MAX_COLLECTIONS: Final = 200
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=~-]{0,199}$")
@@ -185,6 +188,12 @@ class Collection:
     def objects(self) -> list[ObjectMeta]:
         return list(self._index().objects.values())
 
+    def by_uid(self, uid: str) -> ObjectMeta | None:
+        """The object with this UID, if the collection has one."""
+        index = self._index()
+        name = index.by_uid.get(uid)
+        return index.objects.get(name) if name is not None else None
+
     def get(self, name: str) -> ObjectMeta:
         meta = self._index().objects.get(name)
         if meta is None:
@@ -281,6 +290,19 @@ class Collection:
             self._write_index(index)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path / _OBJECTS / name)
+
+    def state(self, key: _StateKey) -> dict[str, Any]:
+        """A small JSON record kept beside the collection by a service ({} when none)."""
+        try:
+            data = read_json(self.path / f"{key}.json")
+        except FileNotFoundError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def set_state(self, key: _StateKey, value: Mapping[str, Any]) -> None:
+        """Replace the record ``key`` (atomically; the sync token does not change)."""
+        with self._lock.hold():
+            atomic_write_json(self.path / f"{key}.json", dict(value), fsync=self.fsync)
 
     def set_props(self, changes: Mapping[str, Any]) -> CollectionInfo:
         """Set (value) or remove (None) properties; bumps the ctag."""

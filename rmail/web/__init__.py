@@ -25,6 +25,7 @@ from rmail.config import Config
 from rmail.delivery import Delivery
 from rmail.events import EventBus
 from rmail.metrics import HTTP_LATENCY, HTTP_REQUESTS, REGISTRY
+from rmail.scheduling import Scheduling
 from rmail.store import Store
 from rmail.store.keys import ensure_jwt_key
 from rmail.web import api, autoconfig, dav, drive, openapi, webmail
@@ -98,6 +99,7 @@ def make_app(
     events: EventBus,
     status: StatusSource = dict,
     ports: Mapping[str, int] | None = None,
+    scheduling: Scheduling | None = None,
 ) -> web.Application:
     """Build the HTTP application for ``config`` on ``store`` and the server's services."""
     # Bodies are read by each route with its own limit; this is only the outer bound (a
@@ -134,7 +136,7 @@ def make_app(
             webhook_allow_private=config.exchange_api.webhook_allow_private,
         ),
     )
-    dav.setup(app)
+    dav.setup(app, scheduling)
     drive.setup(app)
     webmail.setup(app)
     return app

@@ -28,6 +28,7 @@ from rmail.errors import (
     QuotaExceeded,
 )
 from rmail.ical import COMPONENTS, UTC, InvalidCalendar, parse_calendar, parse_card
+from rmail.scheduling import Scheduling
 from rmail.store.accounts import Account
 from rmail.store.dav import (
     Collection,
@@ -80,20 +81,12 @@ _DEFAULTS: Final[dict[str, dict[str, Any]]] = {
 
 
 class DavServices:
-    def __init__(self, api: ApiServices) -> None:
+    def __init__(self, api: ApiServices, scheduling: Scheduling | None = None) -> None:
         self.api = api
-        self._stores: dict[tuple[str, str], DavStore] = {}
+        self.scheduling = scheduling
 
     def store(self, account: Account, kind: Kind) -> DavStore:
-        key = (account.address, kind)
-        found = self._stores.get(key)
-        if found is None:
-            user_dir = self.api.store.accounts.user_dir(account.address)
-            found = DavStore(user_dir, kind, fsync=self.api.store.fsync)
-            if len(self._stores) > 10_000:
-                self._stores.clear()
-            self._stores[key] = found
-        return found
+        return self.api.store.dav(account.address, kind)
 
     def ensure_defaults(self, account: Account) -> None:
         kinds: tuple[Kind, ...] = ("calendars", "addressbooks")
@@ -708,6 +701,8 @@ async def put(request: web.Request, account: Account, resource: Resource) -> web
     if_none_match = request.headers.get("If-None-Match", "").strip() == "*"
     quota = account.quota_mb * 1024 * 1024
 
+    previous: list[bytes] = []  # the calendar object replaced, for scheduling
+
     def work() -> tuple[ObjectMeta, bool]:
         used = dav.api.store.mailbox(account.address).usage_bytes()
         if used + len(data) > quota:
@@ -715,6 +710,8 @@ async def put(request: web.Request, account: Account, resource: Resource) -> web
         if kind == "calendars":
             allowed = collection.info().props.get("components", COMPONENTS)
             _, info = parse_calendar(data, allowed)
+            with contextlib.suppress(NotFound):
+                previous.append(collection.read(resource.name or "")[0])
             return collection.put(
                 resource.name or "",
                 data,
@@ -747,6 +744,11 @@ async def put(request: web.Request, account: Account, resource: Resource) -> web
         return _precondition(403, condition, ns)
     except QuotaExceeded:
         return _precondition(507, "quota-not-exceeded")
+    scheduling = dav.scheduling
+    if kind == "calendars" and scheduling is not None:
+        old = previous[0] if previous else None
+        itips = await asyncio.to_thread(scheduling.plan_put, account.address, old, data)
+        await scheduling.send(itips)
     return web.Response(status=201 if created else 204, headers={"ETag": meta.etag})
 
 
@@ -761,12 +763,21 @@ async def delete(request: web.Request, account: Account, resource: Resource) -> 
         raise ApiError(403, "this resource cannot be deleted")
     assert kind is not None and resource.collection is not None and resource.name is not None
     collection = dav.store(account, kind).collection(resource.collection)
+    name = resource.name
+
+    def work() -> bytes | None:
+        old = collection.read(name)[0] if kind == "calendars" else None
+        collection.delete(name, if_match=request.headers.get("If-Match"))
+        return old
+
     try:
-        await asyncio.to_thread(
-            collection.delete, resource.name, if_match=request.headers.get("If-Match")
-        )
+        old = await asyncio.to_thread(work)
     except PreconditionFailed as exc:
         raise ApiError(412, str(exc)) from None
+    scheduling = dav.scheduling
+    if old is not None and scheduling is not None:
+        itips = await asyncio.to_thread(scheduling.plan_delete, account.address, old)
+        await scheduling.send(itips)
     return web.Response(status=204)
 
 
@@ -1014,8 +1025,8 @@ async def root_propfind(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def setup(app: web.Application) -> None:
-    app[DAVKEY] = DavServices(app[API])
+def setup(app: web.Application, scheduling: Scheduling | None = None) -> None:
+    app[DAVKEY] = DavServices(app[API], scheduling)
     app.router.add_route("*", PREFIX, dispatch)
     app.router.add_route("*", PREFIX + "/{tail:.*}", dispatch)
     app.router.add_route("PROPFIND", "/", root_propfind)

@@ -1,0 +1,721 @@
+"""Calendar scheduling by email: iTIP (RFC 5546) messages carried by iMIP (RFC 6047).
+
+Owns both directions, for every protocol that changes a calendar or delivers mail:
+
+- Outgoing. After a calendar object is stored or removed (CalDAV PUT and DELETE today, the
+  webmail later), :meth:`Scheduling.plan_put` and :meth:`Scheduling.plan_delete` work out the
+  iTIP messages the change calls for, and :meth:`Scheduling.send` mails them with
+  ``Delivery.send`` (local attendees get a copy at once, remote ones go through the relay
+  queue). The organizer (ORGANIZER is the owner's ``mailto:``) sends REQUEST to every other
+  attendee when the object is new or a scheduling-relevant property changed (see
+  ``_SCHEDULING_PROPERTIES``), and CANCEL to attendees removed or on deletion; an attendee
+  whose own PARTSTAT changed sends REPLY to the organizer.
+- Incoming. After a message is delivered to local users, :meth:`Scheduling.receive` looks
+  for a ``text/calendar`` part: REQUEST is imported into the recipient's ``schedule-inbox``
+  calendar (an existing copy, in any of their calendars, is updated when the message is
+  newer by SEQUENCE, then DTSTAMP: RFC 5546 §2.1.5), CANCEL marks the copy STATUS:CANCELLED
+  (it is kept, so clients show it struck through), REPLY sets the attendee's PARTSTAT in the
+  organizer's own copy.
+
+Trust (RFC 6047 §3.2, §6): a REQUEST or CANCEL is applied only when the message's From (and
+the envelope sender, when there is one) is the ORGANIZER; a REPLY only when it is the
+ATTENDEE it updates. An invitation whose organizer is the recipient is ignored. Alarms of a
+remote organizer are not imported, and none are sent out.
+
+Must not: know HTTP, SMTP or IMAP; fail or delay a delivery (incoming work runs after the
+message is stored, off the event loop, and every error is logged and dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime
+import email.policy
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import formatdate, make_msgid, parseaddr
+from typing import Any, Final, Literal
+
+import icalendar
+
+from rmail.delivery import Delivery
+from rmail.errors import AlreadyExists, NotFound, RmailError
+from rmail.ical import COMPONENTS, UTC, InvalidCalendar, parse_calendar
+from rmail.store import Store
+from rmail.store.dav import Collection, ObjectMeta, PreconditionFailed
+
+__all__ = ["SCHEDULE_INBOX", "Itip", "Scheduling"]
+
+logger = logging.getLogger(__name__)
+
+Method = Literal["REQUEST", "CANCEL", "REPLY"]
+
+# The calendar invitations are imported into; created on the first one.
+SCHEDULE_INBOX: Final = "schedule-inbox"
+_INBOX_PROPS: Final = {"displayname": "Schedule-Inbox", "components": ["VEVENT", "VTODO"]}
+# What makes an organizer's change worth a new REQUEST (RFC 5546 §2.1.4 lists what
+# attendees must hear about; DESCRIPTION and alarms alone do not re-invite).
+_SCHEDULING_PROPERTIES: Final = (
+    "DTSTART",
+    "DTEND",
+    "DURATION",
+    "DUE",
+    "RRULE",
+    "RDATE",
+    "EXDATE",
+    "SUMMARY",
+    "LOCATION",
+    "SEQUENCE",
+    "STATUS",
+)
+_ANSWERS: Final = ("ACCEPTED", "DECLINED", "TENTATIVE", "DELEGATED")
+_PRODID: Final = "-//rmail//iMIP//EN"
+# A calendar part larger than this is not looked at (CalDAV's max-resource-size).
+_MAX_CALENDAR: Final = 1024 * 1024
+# Tries of a read-modify-write of one object when another writer gets in between.
+_WRITE_TRIES: Final = 3
+_CALENDAR_TYPE = re.compile(rb"text/calendar", re.IGNORECASE)
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=~-]{0,150}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Itip:
+    """One iTIP message to mail: from whom, to whom, and the finished RFC 5322 bytes."""
+
+    method: Method
+    uid: str
+    sender: str
+    recipients: tuple[str, ...]
+    message: bytes
+
+
+class Scheduling:
+    """iMIP for the calendars of local users."""
+
+    def __init__(self, store: Store, delivery: Delivery | None, hostname: str) -> None:
+        self.store = store
+        self.delivery = delivery
+        self.hostname = hostname
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- outgoing ----------------------------------------------------------------------------
+
+    def plan_put(self, owner: str, old: bytes | None, new: bytes) -> list[Itip]:
+        """The iTIP messages owed after ``owner`` stored ``new`` over ``old`` (None: created)."""
+        owner = owner.lower()
+        calendar = _parse(new)
+        if calendar is None:
+            return []
+        before = _parse(old) if old is not None else None
+        organizer = _organizer(calendar)
+        if organizer == owner:
+            return self._organizer_changes(owner, before, calendar)
+        if organizer and owner in _attendee_set(calendar) and before is not None:
+            return self._attendee_reply(owner, organizer, before, calendar)
+        return []
+
+    def plan_delete(self, owner: str, old: bytes) -> list[Itip]:
+        """The CANCEL owed after the organizer ``owner`` deleted ``old``."""
+        owner = owner.lower()
+        calendar = _parse(old)
+        if calendar is None or _organizer(calendar) != owner or _cancelled(calendar):
+            return []
+        attendees = sorted(_attendee_set(calendar) - {owner})
+        if not attendees:
+            return []
+        return [self._itip("CANCEL", owner, attendees, _cancel(calendar))]
+
+    def _organizer_changes(self, owner: str, before: Any | None, calendar: Any) -> list[Itip]:
+        out: list[Itip] = []
+        attendees = _attendee_set(calendar) - {owner}
+        if before is not None and _organizer(before) == owner:
+            removed = sorted(_attendee_set(before) - {owner} - attendees)
+            if removed and not _cancelled(before):
+                out.append(self._itip("CANCEL", owner, removed, _cancel(before)))
+            if _signature(before) == _signature(calendar):
+                return out
+        if not attendees:
+            return out
+        if _cancelled(calendar):
+            if before is None or not _cancelled(before):
+                out.append(self._itip("CANCEL", owner, sorted(attendees), _cancel(calendar)))
+            return out
+        out.append(self._itip("REQUEST", owner, sorted(attendees), _request(calendar)))
+        return out
+
+    def _attendee_reply(self, owner: str, organizer: str, before: Any, calendar: Any) -> list[Itip]:
+        if _cancelled(calendar):
+            return []
+        old = {_rid(c): _partstat(c, owner) for c in _components(before)}
+        changed = [
+            c
+            for c in _components(calendar)
+            if _partstat(c, owner) in _ANSWERS and old.get(_rid(c)) != _partstat(c, owner)
+        ]
+        if not changed:
+            return []
+        return [self._itip("REPLY", owner, [organizer], _reply(calendar, owner))]
+
+    def _itip(self, method: Method, sender: str, recipients: Sequence[str], body: Any) -> Itip:
+        master = _components(body)[0]
+        uid = str(master.get("UID", ""))
+        return Itip(
+            method,
+            uid,
+            sender,
+            tuple(recipients),
+            _mail(method, sender, recipients, body, self.hostname),
+        )
+
+    async def send(self, messages: Iterable[Itip]) -> None:
+        """Mail each message; a failure is logged, never raised (the calendar change stands)."""
+        if self.delivery is None:
+            return
+        for itip in messages:
+            try:
+                report, _ = await self.delivery.send(itip.message, itip.sender, itip.recipients)
+            except RmailError as exc:
+                logger.warning(
+                    "imip not sent method=%s uid=%s error=%s", itip.method, itip.uid, exc
+                )
+                continue
+            for rcpt, error in report.failed.items():
+                logger.warning(
+                    "imip not delivered method=%s uid=%s rcpt=%s error=%s",
+                    itip.method,
+                    itip.uid,
+                    rcpt,
+                    error,
+                )
+            logger.info(
+                "imip sent method=%s uid=%s from=%s rcpts=%d",
+                itip.method,
+                itip.uid,
+                itip.sender,
+                len(itip.recipients),
+            )
+
+    # -- incoming ----------------------------------------------------------------------------
+
+    def delivered(self, message: bytes, mail_from: str | None, addresses: Sequence[str]) -> None:
+        """Delivery's hook (on the event loop): look at the message in a thread, later.
+
+        Cheap when the message has no calendar part: one byte search, no task.
+        """
+        if not addresses or _CALENDAR_TYPE.search(message) is None:
+            return
+        task = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(self.receive, message, mail_from, list(addresses))
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for the incoming messages still being looked at (at shutdown)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def receive(self, message: bytes, mail_from: str | None, addresses: Sequence[str]) -> None:
+        """Apply the iTIP message in ``message`` (if any) for each local recipient.
+
+        Blocking. Never raises: the message is delivered already, and a calendar it cannot
+        change is only logged.
+        """
+        if _CALENDAR_TYPE.search(message) is None:
+            return
+        # One broad except: this runs detached from any request, after the delivery.
+        try:
+            self._receive(message, mail_from, addresses)
+        except Exception:
+            logger.exception("imip processing failed; the message stays delivered")
+
+    def _receive(self, message: bytes, mail_from: str | None, addresses: Sequence[str]) -> None:
+        parsed = BytesParser(policy=email.policy.default).parsebytes(message)
+        found = _itip_part(parsed)
+        if found is None:
+            return
+        method, calendar = found
+        sender = parseaddr(str(parsed.get("From", "")))[1].lower()
+        envelope = (mail_from or "").lower()
+        uid = str(_components(calendar)[0].get("UID", ""))
+        for address in dict.fromkeys(a.lower() for a in addresses):
+            try:
+                if method == "REQUEST":
+                    outcome = self._apply_request(address, sender, envelope, calendar)
+                elif method == "CANCEL":
+                    outcome = self._apply_cancel(address, sender, envelope, calendar)
+                elif method == "REPLY":
+                    outcome = self._apply_reply(address, sender, envelope, calendar)
+                else:
+                    outcome = f"method {method} not handled"
+            except (RmailError, ValueError, KeyError, TypeError) as exc:
+                outcome = f"error: {exc}"
+            logger.info(
+                "imip received method=%s uid=%s to=%s from=%s outcome=%s",
+                method,
+                uid,
+                address,
+                sender,
+                outcome,
+            )
+
+    def _apply_request(self, owner: str, sender: str, envelope: str, incoming: Any) -> str:
+        organizer = _organizer(incoming)
+        if not organizer:
+            return "ignored: no organizer"
+        if organizer == owner:
+            return "ignored: the recipient is the organizer"
+        if not _sent_by(organizer, sender, envelope):
+            return "ignored: sender is not the organizer"
+        stored = _stored_copy(incoming)
+        uid = str(_components(stored)[0]["UID"])
+        found = self._find(owner, uid)
+        if found is None:
+            collection = self._schedule_inbox(owner)
+            self._write(collection, _object_name(uid), stored, None)
+            return f"imported into {collection.name}"
+        collection, meta, current = found
+        if _organizer(current) != organizer:
+            return "ignored: the stored copy has another organizer"
+        if _order(incoming) <= _order(current):
+            return "ignored: not newer than the stored copy"
+        merged = _merge(current, stored, owner)
+        self._write(collection, meta.name, merged, meta.etag)
+        return f"updated in {collection.name}"
+
+    def _apply_cancel(self, owner: str, sender: str, envelope: str, incoming: Any) -> str:
+        organizer = _organizer(incoming)
+        if not organizer or not _sent_by(organizer, sender, envelope):
+            return "ignored: sender is not the organizer"
+        uid = str(_components(incoming)[0].get("UID", ""))
+
+        def change(current: Any) -> bool:
+            if _organizer(current) != organizer:
+                return False
+            _mark_cancelled(current, incoming)
+            return True
+
+        return self._update(owner, uid, change, "cancelled")
+
+    def _apply_reply(self, owner: str, sender: str, envelope: str, incoming: Any) -> str:
+        answers: list[tuple[Any, str, str]] = []  # (recurrence id, attendee, partstat)
+        for component in _components(incoming):
+            for attendee in _attendees(component):
+                address = _address(attendee)
+                if address is None:
+                    continue
+                if not _sent_by(address, sender, envelope):
+                    return f"ignored: sender is not the attendee {address}"
+                partstat = str(attendee.params.get("PARTSTAT", "NEEDS-ACTION")).upper()
+                answers.append((_rid(component), address, partstat))
+        if not answers:
+            return "ignored: no attendee"
+        uid = str(_components(incoming)[0].get("UID", ""))
+
+        def change(current: Any) -> bool:
+            if _organizer(current) != owner:
+                return False
+            changed = False
+            by_rid = {_rid(c): c for c in _components(current)}
+            for rid, address, partstat in answers:
+                target = by_rid.get(rid)
+                if target is None:
+                    continue  # an answer for an instance the organizer has no override of
+                for attendee in _attendees(target):
+                    if _address(attendee) == address and (
+                        str(attendee.params.get("PARTSTAT", "")).upper() != partstat
+                    ):
+                        attendee.params["PARTSTAT"] = partstat
+                        attendee.params.pop("RSVP", None)
+                        changed = True
+            return changed
+
+        return self._update(owner, uid, change, "attendee status updated")
+
+    # -- the recipient's calendars -------------------------------------------------------
+
+    def _find(self, owner: str, uid: str) -> tuple[Collection, ObjectMeta, Any] | None:
+        """The owner's copy of ``uid``: schedule-inbox first, then the other calendars."""
+        calendars = self.store.dav(owner, "calendars")
+        names = sorted(calendars.names(), key=lambda n: (n != SCHEDULE_INBOX, n))
+        for name in names:
+            try:
+                collection = calendars.collection(name)
+                meta = collection.by_uid(uid)
+                if meta is None:
+                    continue
+                data, meta = collection.read(meta.name)
+            except NotFound:
+                continue
+            parsed = _parse(data)
+            if parsed is not None:
+                return collection, meta, parsed
+        return None
+
+    def _update(self, owner: str, uid: str, change: Callable[[Any], bool], done: str) -> str:
+        """Read-modify-write the owner's copy of ``uid``, again if another writer got in."""
+        for _ in range(_WRITE_TRIES):
+            found = self._find(owner, uid)
+            if found is None:
+                return "ignored: no such event"
+            collection, meta, current = found
+            if not change(current):
+                return "nothing to change"
+            try:
+                self._write(collection, meta.name, current, meta.etag)
+            except PreconditionFailed:
+                continue
+            return done
+        return "gave up: the event kept changing"
+
+    def _schedule_inbox(self, owner: str) -> Collection:
+        calendars = self.store.dav(owner, "calendars")
+        try:
+            return calendars.collection(SCHEDULE_INBOX)
+        except NotFound:
+            pass
+        try:
+            return calendars.create(SCHEDULE_INBOX, _INBOX_PROPS)
+        except AlreadyExists:  # made meanwhile by another delivery
+            return calendars.collection(SCHEDULE_INBOX)
+
+    def _write(self, collection: Collection, name: str, calendar: Any, etag: str | None) -> None:
+        data = calendar.to_ical()
+        allowed = collection.info().props.get("components", COMPONENTS)
+        _, info = parse_calendar(data, allowed)
+        collection.put(
+            name,
+            data,
+            uid=info.uid,
+            component=info.component,
+            start=info.start,
+            end=info.end,
+            recurring=info.recurring,
+            if_match=etag,
+            if_none_match=etag is None,
+        )
+
+
+# -- iCalendar helpers -------------------------------------------------------------------------
+
+
+def _parse(data: bytes | None) -> Any | None:
+    if data is None:
+        return None
+    try:
+        return parse_calendar(data)[0]
+    except InvalidCalendar:
+        return None
+
+
+def _components(calendar: Any) -> list[Any]:
+    """The scheduled components (events, to-dos), master first."""
+    parts = [c for c in calendar.subcomponents if c.name in ("VEVENT", "VTODO")]
+    return sorted(parts, key=lambda c: c.get("RECURRENCE-ID") is not None)
+
+
+def _address(value: Any) -> str | None:
+    text = str(value).strip()
+    if text.lower().startswith("mailto:"):
+        address = text[7:].strip().lower()
+        return address or None
+    return None
+
+
+def _attendees(component: Any) -> list[Any]:
+    value = component.get("ATTENDEE")
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _attendee_set(calendar: Any) -> set[str]:
+    return {
+        a
+        for c in _components(calendar)
+        for a in (_address(x) for x in _attendees(c))
+        if a is not None
+    }
+
+
+def _organizer(calendar: Any) -> str | None:
+    for component in _components(calendar):
+        value = component.get("ORGANIZER")
+        if value is not None:
+            return _address(value)
+    return None
+
+
+def _partstat(component: Any, address: str) -> str | None:
+    for attendee in _attendees(component):
+        if _address(attendee) == address:
+            return str(attendee.params.get("PARTSTAT", "NEEDS-ACTION")).upper()
+    return None
+
+
+def _rid(component: Any) -> str | None:
+    value = component.get("RECURRENCE-ID")
+    return value.to_ical().decode() if value is not None else None
+
+
+def _cancelled(calendar: Any) -> bool:
+    parts = _components(calendar)
+    return bool(parts) and str(parts[0].get("STATUS", "")).upper() == "CANCELLED"
+
+
+def _sequence(component: Any) -> int:
+    try:
+        return int(component.get("SEQUENCE", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _order(calendar: Any) -> tuple[int, float]:
+    """RFC 5546 §2.1.5: the newer message has the higher SEQUENCE, then the later DTSTAMP."""
+    master = _components(calendar)[0]
+    stamp = master.get("DTSTAMP")
+    moment = 0.0
+    if stamp is not None and isinstance(stamp.dt, datetime.datetime):
+        value = stamp.dt if stamp.dt.tzinfo else stamp.dt.replace(tzinfo=UTC)
+        moment = value.timestamp()
+    return _sequence(master), moment
+
+
+def _property_text(component: Any, name: str) -> tuple[str, ...]:
+    value = component.get(name)
+    if value is None:
+        return ()
+    values = value if isinstance(value, list) else [value]
+    out = []
+    for item in values:
+        params = sorted((k, str(v)) for k, v in getattr(item, "params", {}).items())
+        out.append(f"{params}{item.to_ical().decode()}")
+    return tuple(sorted(out))
+
+
+def _signature(calendar: Any) -> tuple[Any, ...]:
+    """What attendees are told about: changed means a new REQUEST."""
+    return tuple(
+        (
+            _rid(c),
+            tuple(_property_text(c, name) for name in _SCHEDULING_PROPERTIES),
+            tuple(sorted(a for a in (_address(x) for x in _attendees(c)) if a)),
+        )
+        for c in _components(calendar)
+    )
+
+
+def _new_calendar(method: Method | None, source: Any) -> Any:
+    out = icalendar.Calendar()
+    out.add("PRODID", _PRODID)
+    out.add("VERSION", "2.0")
+    if method is not None:
+        out.add("METHOD", method)
+    for timezone in source.subcomponents:
+        if timezone.name == "VTIMEZONE":
+            out.add_component(copy.deepcopy(timezone))
+    return out
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(UTC).replace(microsecond=0)
+
+
+def _without_alarms(component: Any) -> Any:
+    clone = copy.deepcopy(component)
+    clone.subcomponents = [c for c in clone.subcomponents if c.name != "VALARM"]
+    return clone
+
+
+def _stamped(component: Any) -> Any:
+    clone = _without_alarms(component)
+    clone.pop("DTSTAMP", None)
+    clone.add("DTSTAMP", _now())
+    return clone
+
+
+def _request(calendar: Any) -> Any:
+    out = _new_calendar("REQUEST", calendar)
+    for component in _components(calendar):
+        out.add_component(_stamped(component))
+    return out
+
+
+def _cancel(calendar: Any) -> Any:
+    """RFC 5546 §3.2.5: the whole object cancelled, SEQUENCE one higher."""
+    out = _new_calendar("CANCEL", calendar)
+    master = _stamped(_components(calendar)[0])
+    master.pop("STATUS", None)
+    master.add("STATUS", "CANCELLED")
+    sequence = _sequence(master) + 1
+    master.pop("SEQUENCE", None)
+    master.add("SEQUENCE", sequence)
+    out.add_component(master)
+    return out
+
+
+def _reply(calendar: Any, attendee: str) -> Any:
+    """RFC 5546 §3.2.3: per component, the attendee's own ATTENDEE line and the identity."""
+    out = _new_calendar("REPLY", calendar)
+    for component in _components(calendar):
+        part = icalendar.Event() if component.name == "VEVENT" else icalendar.Todo()
+        for name in ("UID", "RECURRENCE-ID", "SEQUENCE", "ORGANIZER", "DTSTART", "SUMMARY"):
+            if component.get(name) is not None:
+                part[name] = copy.deepcopy(component[name])
+        part.add("DTSTAMP", _now())
+        for value in _attendees(component):
+            if _address(value) == attendee:
+                part.add("ATTENDEE", copy.deepcopy(value))
+        out.add_component(part)
+    return out
+
+
+def _stored_copy(incoming: Any) -> Any:
+    """What a CalDAV calendar keeps of an iTIP message: no METHOD (RFC 4791 §4.1), no alarms."""
+    out = _new_calendar(None, incoming)
+    for component in _components(incoming):
+        out.add_component(_without_alarms(component))
+    return out
+
+
+def _merge(current: Any, stored: Any, owner: str) -> Any:
+    """The new copy: a REQUEST with the master replaces all; one with only overrides replaces
+    those. The owner's answer is kept while the SEQUENCE (the organizer's significant
+    changes, RFC 5546 §2.1.4) is unchanged."""
+    incoming = _components(stored)
+    has_master = any(c.get("RECURRENCE-ID") is None for c in incoming)
+    old = {_rid(c): c for c in _components(current)}
+    kept = {} if has_master else dict(old)
+    for component in incoming:
+        previous = old.get(_rid(component))
+        if previous is not None and _sequence(previous) == _sequence(component):
+            answer = _partstat(previous, owner)
+            for attendee in _attendees(component):
+                if _address(attendee) == owner and answer is not None:
+                    attendee.params["PARTSTAT"] = answer
+        kept[_rid(component)] = component
+    out = _new_calendar(None, stored)
+    for component in sorted(kept.values(), key=lambda c: c.get("RECURRENCE-ID") is not None):
+        out.add_component(component)
+    return out
+
+
+def _mark_cancelled(current: Any, incoming: Any) -> None:
+    """RFC 5546 §3.2.5: the whole object, or the instances named by RECURRENCE-ID."""
+    parts = _components(current)
+    by_rid = {_rid(c): c for c in parts}
+    for cancel in _components(incoming):
+        rid = _rid(cancel)
+        if rid is None:
+            targets = parts
+        elif rid in by_rid:
+            targets = [by_rid[rid]]
+        else:
+            master = by_rid.get(None)
+            if master is not None:
+                master.add("EXDATE", cancel["RECURRENCE-ID"].dt)
+            continue
+        for target in targets:
+            target.pop("STATUS", None)
+            target.add("STATUS", "CANCELLED")
+            sequence = max(_sequence(target), _sequence(cancel))
+            target.pop("SEQUENCE", None)
+            target.add("SEQUENCE", sequence)
+
+
+def _sent_by(expected: str, sender: str, envelope: str) -> bool:
+    return sender == expected and (not envelope or envelope == expected)
+
+
+def _object_name(uid: str) -> str:
+    """The resource name for a UID: the UID itself when it makes a safe name, else a digest."""
+    if _SAFE_NAME.match(uid) and ".." not in uid:
+        return f"{uid}.ics"
+    return hashlib.sha256(uid.encode()).hexdigest()[:40] + ".ics"
+
+
+def _itip_part(message: EmailMessage) -> tuple[str, Any] | None:
+    """The first text/calendar part carrying an iTIP METHOD, parsed."""
+    for part in message.walk():
+        if part.get_content_type() != "text/calendar":
+            continue
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes) or len(payload) > _MAX_CALENDAR:
+            continue
+        charset = part.get_content_charset() or "utf-8"
+        try:
+            text = payload.decode(charset, "replace")
+            calendar = icalendar.Calendar.from_ical(text)
+        except (LookupError, ValueError, IndexError, KeyError, TypeError):
+            continue
+        method = calendar.get("METHOD") or part.get_param("method")
+        if method is None or not _components(calendar):
+            continue
+        return str(method).upper(), calendar
+    return None
+
+
+# -- the mail ---------------------------------------------------------------------------------
+
+_SUBJECTS: Final[dict[Method, str]] = {
+    "REQUEST": "Invitation",
+    "CANCEL": "Cancelled",
+    "REPLY": "Reply",
+}
+
+
+def _when(component: Any) -> str:
+    start = component.get("DTSTART")
+    if start is None:
+        return ""
+    value = start.dt
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            return value.strftime("%Y-%m-%d %H:%M")
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return str(value.isoformat())
+
+
+def _mail(
+    method: Method, sender: str, recipients: Sequence[str], body: Any, hostname: str
+) -> bytes:
+    """RFC 6047 §2.4: a text/plain summary and the text/calendar part with its method."""
+    master = _components(body)[0]
+    summary = str(master.get("SUMMARY", "")) or "(no title)"
+    when = _when(master)
+    lines = [f"{_SUBJECTS[method]}: {summary}"]
+    if when:
+        lines.append(f"When: {when}")
+    if master.get("LOCATION"):
+        lines.append(f"Where: {master['LOCATION']}")
+    if method == "REPLY":
+        for attendee in _attendees(master):
+            status = str(attendee.params.get("PARTSTAT", "NEEDS-ACTION")).lower()
+            lines.append(f"{_address(attendee)} has {status} this invitation.")
+    elif method == "REQUEST":
+        lines.append(f"Organizer: {sender}")
+        others = sorted(_attendee_set(body) - {sender})
+        if others:
+            lines.append("Attendees: " + ", ".join(others))
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    subject = f"{_SUBJECTS[method]}: {summary}"
+    if when and method != "REPLY":
+        subject += f" @ {when}"
+    message["Subject"] = subject
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = make_msgid(domain=hostname)
+    message.set_content("\n".join(lines) + "\n")
+    message.add_alternative(
+        body.to_ical().decode("utf-8"), subtype="calendar", params={"method": method}
+    )
+    for part in message.iter_parts():
+        del part["MIME-Version"]  # added by add_alternative; only the top level has one
+    return message.as_bytes(policy=email.policy.SMTP)
