@@ -900,8 +900,9 @@ async def amain(args: argparse.Namespace) -> int:
             f"- other processes used {other:.1f} of {available:.1f} CPU s ({cpus} CPUs) over "
             "the timed rows"
             + (
-                f"; over {NOISY:.0%} of the machine during: {', '.join(noisy)} "
-                "(figures there are pessimistic)"
+                f"; over {NOISY:.0%} of the machine during {len(noisy)} of {len(rows)} rows"
+                + (f" ({', '.join(noisy)})" if len(noisy) <= 5 else "")
+                + ": figures there are pessimistic"
                 if noisy
                 else ""
             )
