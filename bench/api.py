@@ -50,8 +50,9 @@ of rmail, the peer, this process (the client) and other processes are shown per 
 machine has 2 cores and is shared, and the client competes with the server for them.
 
 Output: Markdown on stdout; ``--json PATH`` writes the figures too; progress on stderr.
-``--py-spy PATH`` samples rmail with ``py-spy record --pid`` (raw collapsed stacks, GIL holder
-only unless ``--py-spy-idle``) during the rows of ``--only``.
+``--py-spy PATH`` runs the second rmail (cheap Argon2: every row but the default-Argon2
+logins) under ``py-spy record`` (raw collapsed stacks, GIL holder only unless
+``--py-spy-idle``); use it with ``--only`` to profile one group of rows.
 """
 
 from __future__ import annotations
@@ -812,7 +813,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dir", help="parent of the temp dir (default: the system temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
-    parser.add_argument("--py-spy", metavar="PATH", help="sample rmail with py-spy (cheap phase)")
+    parser.add_argument("--py-spy", metavar="PATH", help="run rmail under py-spy (cheap phase)")
     parser.add_argument(
         "--py-spy-idle", action="store_true", help="with --py-spy: sample waiting threads too"
     )
