@@ -43,19 +43,25 @@ _FLAG = re.compile(
 
 
 class _Summaries:
+    """Summaries by (folder directory, message file base), least recently used dropped;
+    shared by the worker threads of every request, so every change holds the lock."""
+
     def __init__(self) -> None:
         self._items: OrderedDict[tuple[str, str], Summary] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, folder: Folder, meta: MessageMeta) -> Summary:
         key = (str(folder.dir), meta.base)
-        found = self._items.get(key)
-        if found is not None:
-            self._items.move_to_end(key)
-            return found
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+                return found
         summary = summarize(folder.read(meta.uid))
-        self._items[key] = summary
-        if len(self._items) > _SUMMARY_CACHE_SIZE:
-            self._items.popitem(last=False)
+        with self._lock:
+            self._items[key] = summary
+            while len(self._items) > _SUMMARY_CACHE_SIZE:
+                self._items.popitem(last=False)
         return summary
 
 
