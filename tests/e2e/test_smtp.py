@@ -762,10 +762,10 @@ def _swaks(*args: str) -> subprocess.CompletedProcess[str]:
     swaks = shutil.which("swaks")
     assert swaks, "swaks missing: apt-get install swaks"
     done = subprocess.run(
-        [swaks, "--timeout", "10", *args],
+        [swaks, "--timeout", "30", *args],
         capture_output=True,
         text=True,
-        timeout=14,
+        timeout=40,
         check=False,
     )
     assert done.returncode == 0, f"swaks failed ({done.returncode}):\n{done.stdout}{done.stderr}"
@@ -774,12 +774,12 @@ def _swaks(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_swaks_mx(main: SmtpServer) -> None:
     marker = token()
-    before = count(main.store, ALICE)
     _swaks(
         *("--to", ALICE, "--server", f"127.0.0.1:{main.ports['smtp']}"),
         *("--header", f"Subject: {marker}"),
     )
-    assert count(main.store, ALICE) == before + 1
+    # Exactly one copy of this message; the INBOX count is not used, as other tests of the
+    # module share the server and one of theirs may still be landing.
     assert b"X-Mailer: swaks" in one(with_marker(main.store, ALICE, marker))
 
 
