@@ -3,7 +3,8 @@ little JavaScript that only enhances. Every page works with JavaScript off.
 
 It uses the same store and services as IMAP and the JSON API (never a loopback IMAP
 connection). Pages need a session cookie (:mod:`rmail.web.webmail.session`); every form
-carries a CSRF token. Areas: :mod:`.mail` (login, folders, list, message, compose). Links
+carries a CSRF token. Areas: :mod:`.mail` (login, folders, list, message, compose),
+:mod:`.calendar` (month, week, day and agenda views, events, invitations). Links
 are absolute (scheme, host and port of the request).
 """
 
@@ -93,7 +94,7 @@ async def security_headers(
 
 
 def setup(app: web.Application) -> None:
-    from rmail.web.webmail import mail
+    from rmail.web.webmail import calendar, mail
 
     env = aiohttp_jinja2.setup(
         app,
@@ -112,6 +113,7 @@ def setup(app: web.Application) -> None:
     app.middlewares.append(security_headers)
     app[AREAS] = []
     mail.setup(app)
+    calendar.setup(app)
 
 
 def human_bytes(value: int) -> str:

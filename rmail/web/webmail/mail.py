@@ -275,6 +275,9 @@ async def message_view(request: web.Request, session: Session) -> web.StreamResp
         request.app[API].events.publish(FlagsChanged(account.address, folder_name, uid, modseq))
     parsed = await asyncio.to_thread(parse, raw)
     folders = await _folders(request, account)
+    from rmail.web.webmail.calendar import invitation_for
+
+    invitation = await invitation_for(request, account, raw, parsed)
     attachments = [
         a for a in parsed.attachments if a.disposition == "attachment" or not a.content_id
     ]
@@ -290,6 +293,7 @@ async def message_view(request: web.Request, session: Session) -> web.StreamResp
         has_html=parsed.html is not None,
         remote_images=bool(parsed.html and _REMOTE_IMG.search(parsed.html)),
         show_images=request.query.get("images") == "1",
+        invitation=invitation,
         page_title=parsed.subject,
     )
     return aiohttp_jinja2.render_template("message.html", request, context)
