@@ -48,6 +48,7 @@ from rmail.delivery import Delivery
 from rmail.errors import AlreadyExists, NotFound, RmailError
 from rmail.ical import COMPONENTS, UTC, InvalidCalendar, parse_calendar
 from rmail.store import Store
+from rmail.store.accounts import Account
 from rmail.store.dav import Collection, ObjectMeta, PreconditionFailed
 
 __all__ = ["SCHEDULE_INBOX", "Itip", "Scheduling"]
@@ -148,6 +149,30 @@ class Scheduling:
             return out
         out.append(self._itip("REQUEST", owner, sorted(attendees), _request(calendar)))
         return out
+
+    def plan_reply(self, owner: str, data: bytes) -> list[Itip]:
+        """The REPLY owed after attendee ``owner`` answered an invitation (webmail's
+        Accept/Tentative/Decline), whatever the stored copy said before."""
+        owner = owner.lower()
+        calendar = _parse(data)
+        if calendar is None or _cancelled(calendar):
+            return []
+        organizer = _organizer(calendar)
+        answered = any(_partstat(c, owner) in _ANSWERS for c in _components(calendar))
+        if not organizer or organizer == owner or not answered:
+            return []
+        return [self._itip("REPLY", owner, [organizer], _reply(calendar, owner))]
+
+    async def for_webmail(self, account: Account, action: str, data: bytes) -> None:
+        """The webmail calendar's hook: ``request`` (the organizer saved an event with
+        attendees), ``cancel`` (deleted it; ``data`` as it was) or ``reply``."""
+        if action == "cancel":
+            itips = await asyncio.to_thread(self.plan_delete, account.address, data)
+        elif action == "reply":
+            itips = await asyncio.to_thread(self.plan_reply, account.address, data)
+        else:
+            itips = await asyncio.to_thread(self.plan_put, account.address, None, data)
+        await self.send(itips)
 
     def _attendee_reply(self, owner: str, organizer: str, before: Any, calendar: Any) -> list[Itip]:
         if _cancelled(calendar):

@@ -31,6 +31,7 @@ from rmail.store.keys import ensure_jwt_key
 from rmail.web import api, autoconfig, dav, drive, openapi, webmail
 from rmail.web.http import Handler, cors_middleware, error_middleware
 from rmail.web.tokens import TokenService
+from rmail.web.webmail import calendar as webmail_calendar
 
 __all__ = ["CONFIG", "PORTS", "STARTED", "STATUS", "STORE", "make_app"]
 
@@ -139,4 +140,7 @@ def make_app(
     dav.setup(app, scheduling)
     drive.setup(app)
     webmail.setup(app)
+    if scheduling is not None:
+        # Invitations, cancellations and answers made in the webmail calendar are mailed.
+        app[webmail_calendar.SCHEDULING] = scheduling.for_webmail
     return app

@@ -19,8 +19,11 @@ import caldav
 import pytest
 from api_helpers import ApiServer, start_api_server
 from caldav.elements import ical
+from mx_peer import refused_port
+from smtp_helpers import wait_until
 
 from rmail.delivery import Delivery
+from rmail.store.queue import Queue
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -35,7 +38,10 @@ pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="no Chrom
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     users = {ALICE[0]: (ALICE[1], False), BOB[0]: (BOB[1], False)}
-    with start_api_server(tmp_path_factory.mktemp("wmcal"), users) as running:
+    # Mail for remote.test waits in the queue (its "MX" refuses connections), where the
+    # tests find the invitations the scheduling service sent.
+    refused = {"routes": {"remote.test": f"127.0.0.1:{refused_port()}"}}
+    with start_api_server(tmp_path_factory.mktemp("wmcal"), users, relay=refused) as running:
         yield running
 
 
@@ -196,12 +202,30 @@ def test_edit_bumps_the_sequence_and_delete_removes_the_event(
         "mailto:dave@remote.test": "NEEDS-ACTION",
     }
     assert str(component["ORGANIZER"]).lower() == "mailto:alice@example.test"
+    # The scheduling service mails the invitation to both (remote: through the queue).
+    _wait_for_itip(server, "REQUEST", {"carol@remote.test", "dave@remote.test"})
 
     alice.click("button.event-delete")
     alice.wait_for_selector(".cal-grid.month")
     assert alice.locator(f'.cal-event[data-uid="{uid}"]').count() == 0
     with pytest.raises(caldav.lib.error.NotFoundError):
         _dav_event(server, uid)
+    _wait_for_itip(server, "CANCEL", {"carol@remote.test", "dave@remote.test"})
+
+
+def _wait_for_itip(server: ApiServer, method: str, recipients: set[str]) -> None:
+    """An iMIP message of ``method`` to exactly ``recipients`` waits in the relay queue."""
+    queue = Queue(server.store.root)
+
+    def found() -> bool:
+        for entry in queue.entries():
+            message = queue.message(entry.id)
+            addresses = {r.address for r in entry.recipients}
+            if f"METHOD:{method}".encode() in message and addresses == recipients:
+                return True
+        return False
+
+    wait_until(found, 15, f"an iMIP {method} to {sorted(recipients)} in the queue")
 
 
 def test_hidden_calendar_stays_hidden_across_page_loads(alice: Any, server: ApiServer) -> None:
@@ -345,6 +369,7 @@ def test_an_invitation_in_mail_is_accepted_into_the_calendar(alice: Any, server:
     alice.click("button.invite-accept")
     alice.wait_for_selector('.event-detail[data-uid="invite-42@remote.test"]')
     assert alice.get_attribute(".my-partstat", "data-partstat") == "ACCEPTED"
+    _wait_for_itip(server, "REPLY", {"olga@remote.test"})
 
     _month(alice, server)
     event = alice.locator('td[data-date="2026-03-18"] .cal-event[data-uid="invite-42@remote.test"]')
