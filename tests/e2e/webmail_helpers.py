@@ -123,8 +123,9 @@ def start_webmail_server(
 
 @dataclass
 class PageRecorder:
-    """What a page did that a test may need to refuse: requests to other hosts, dialogs,
-    console messages, and navigations of the top frame."""
+    """What a page did that a test may need to refuse: requests to other hosts (as
+    ``"{resource type} {url}"``), dialogs, console messages, navigations of the top frame,
+    and pages opened (popups)."""
 
     remote: list[str] = field(default_factory=list)
     dialogs: list[str] = field(default_factory=list)
@@ -152,7 +153,7 @@ def new_page(
     def route(r: Route) -> None:
         host = urllib.parse.urlsplit(r.request.url).hostname or ""
         if host != LOOPBACK and not r.request.url.startswith(("data:", "blob:", "about:")):
-            record.remote.append(r.request.url)
+            record.remote.append(f"{r.request.resource_type} {r.request.url}")
             r.abort()
         else:
             r.continue_()
