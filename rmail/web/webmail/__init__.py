@@ -20,7 +20,7 @@ import jinja2
 from aiohttp import web
 
 from rmail import __version__
-from rmail.web.webmail.session import Session, check_csrf, load_session
+from rmail.web.webmail.session import ENDED, Session, check_csrf, load_session
 
 __all__ = ["AREAS", "PREFIX", "base_url", "page", "setup"]
 
@@ -112,6 +112,7 @@ def setup(app: web.Application) -> None:
     env.filters["bytes"] = human_bytes
     app.middlewares.append(security_headers)
     app[AREAS] = []
+    app[ENDED] = {}
     mail.setup(app)
     calendar.setup(app)
 

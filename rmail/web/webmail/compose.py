@@ -15,7 +15,7 @@ from typing import Any, Final
 import aiohttp_jinja2
 from aiohttp import web
 
-from rmail.errors import NotFound
+from rmail.errors import InvalidInput, NotFound
 from rmail.message import parse
 from rmail.store.accounts import Account
 from rmail.store.dav import DavStore
@@ -118,7 +118,7 @@ async def _prefill(
     box = request.app[API].store.mailbox(account.address)
     try:
         raw = await asyncio.to_thread(lambda: box.folder(folder).read(uid))
-    except NotFound:
+    except (NotFound, InvalidInput):  # an invalid folder name is no folder of this user's
         raise web.HTTPNotFound(text="No such message.") from None
     original = await asyncio.to_thread(parse, raw)
     sender = original.from_[0] if original.from_ else None

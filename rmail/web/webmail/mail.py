@@ -13,7 +13,7 @@ from typing import Any, Final
 import aiohttp_jinja2
 from aiohttp import web
 
-from rmail.errors import NotFound, PermissionDenied, RateLimited, RmailError
+from rmail.errors import InvalidInput, NotFound, PermissionDenied, RateLimited, RmailError
 from rmail.events import FlagsChanged, MessageAdded, MessagesExpunged
 from rmail.message import attachment_bytes, parse, sanitize_html
 from rmail.store.accounts import Account
@@ -98,6 +98,12 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 
 
 async def login_submit(request: web.Request) -> web.StreamResponse:
+    # There is no session yet, so no CSRF token: a login form posted from another site
+    # (which would log the victim into the attacker's account) is told apart by its Origin,
+    # which browsers send with every POST.
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != base_url(request):
+        raise web.HTTPForbidden(text="The form was not sent by this site.")
     form = await request.post()
     address = str(form.get("username", "")).strip()
     password = str(form.get("password", ""))
@@ -128,7 +134,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
 @page
 async def logout(request: web.Request, session: Session) -> web.StreamResponse:
     response = web.HTTPSeeOther(_url(request, "login"))
-    end_session(response)
+    end_session(request, response, session)
     raise response
 
 
@@ -209,7 +215,7 @@ async def message_list(request: web.Request, session: Session) -> web.StreamResp
 
     try:
         folder_name, total, rows = await asyncio.to_thread(work)
-    except NotFound:
+    except (NotFound, InvalidInput):  # an invalid folder name is no folder of this user's
         raise web.HTTPNotFound(text="No such folder.") from None
     folders = await _folders(request, account)
     kept = {k: v for k, v in query.items() if k != "offset"}
@@ -269,7 +275,7 @@ async def message_view(request: web.Request, session: Session) -> web.StreamResp
 
     try:
         folder_name, raw, flags, modseq = await asyncio.to_thread(work)
-    except NotFound:
+    except (NotFound, InvalidInput):  # an invalid folder name is no folder of this user's
         raise web.HTTPNotFound(text="No such message.") from None
     if modseq is not None:
         request.app[API].events.publish(FlagsChanged(account.address, folder_name, uid, modseq))
@@ -317,7 +323,7 @@ async def message_body(request: web.Request, session: Session) -> web.StreamResp
     name, uid = request.match_info["folder"], _uid(request)
     try:
         raw = await asyncio.to_thread(lambda: _box(request, account).folder(name).read(uid))
-    except NotFound:
+    except (NotFound, InvalidInput):  # an invalid folder name is no folder of this user's
         raise web.HTTPNotFound(text="No such message.") from None
     parsed = await asyncio.to_thread(parse, raw)
     html = await asyncio.to_thread(sanitize_html, parsed.html or "")
@@ -358,7 +364,7 @@ async def attachment(request: web.Request, session: Session) -> web.StreamRespon
     name, uid, part = request.match_info["folder"], _uid(request), request.match_info["part"]
     try:
         raw = await asyncio.to_thread(lambda: _box(request, account).folder(name).read(uid))
-    except NotFound:
+    except (NotFound, InvalidInput):  # an invalid folder name is no folder of this user's
         raise web.HTTPNotFound(text="No such message.") from None
     found = await asyncio.to_thread(attachment_bytes, raw, part)
     if found is None:
@@ -448,7 +454,7 @@ async def bulk(request: web.Request, session: Session) -> web.StreamResponse:
 
     try:
         await asyncio.to_thread(work)
-    except NotFound:
+    except (NotFound, InvalidInput):  # an invalid folder name is no folder of this user's
         raise web.HTTPNotFound(text="No such folder.") from None
     raise web.HTTPSeeOther(back)
 

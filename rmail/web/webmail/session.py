@@ -4,6 +4,11 @@ The cookie ``rmail_session`` is a JWT (HS256, the server's key) with the account
 ``token_version`` (a password change ends every session), an expiry and the session's CSRF
 token. It is HttpOnly, SameSite=Lax, Secure over HTTPS, and scoped to ``/webmail``. Every
 POST must carry ``csrf`` equal to the session's token (compared in constant time).
+
+Logging out deletes the cookie and also records the session's id (``sid``) as ended, so a
+copy of the cookie taken before the logout no longer works. That record is kept in memory
+until the session would have expired anyway (a restart forgets it; a password change ends
+every session for good through ``token_version``).
 """
 
 from __future__ import annotations
@@ -22,18 +27,30 @@ from rmail.errors import NotFound
 from rmail.store.accounts import REVALIDATE_AFTER, Account
 from rmail.web.api import API
 
-__all__ = ["COOKIE", "Session", "check_csrf", "end_session", "load_session", "start_session"]
+__all__ = [
+    "COOKIE",
+    "ENDED",
+    "Session",
+    "check_csrf",
+    "end_session",
+    "load_session",
+    "start_session",
+]
 
 COOKIE: Final = "rmail_session"
 AUDIENCE: Final = "webmail"
 LIFETIME: Final = 7 * 24 * 3600
 PATH: Final = "/webmail"
+# Ids of sessions ended by a logout -> when their cookie expires anyway (epoch seconds).
+ENDED: web.AppKey[dict[str, int]] = web.AppKey("webmail_ended_sessions")
 
 
 @dataclass(frozen=True, slots=True)
 class Session:
     account: Account
     csrf: str
+    sid: str
+    expires: int
 
 
 def _key(request: web.Request) -> bytes:
@@ -45,7 +62,7 @@ def start_session(request: web.Request, response: web.StreamResponse, account: A
     now = int(time.time())
     token = jwt.encode(
         {"sub": account.address, "ver": account.token_version, "csrf": csrf, "aud": AUDIENCE,
-         "iat": now, "exp": now + LIFETIME},
+         "sid": secrets.token_urlsafe(16), "iat": now, "exp": now + LIFETIME},
         _key(request),
         algorithm="HS256",
     )  # fmt: skip
@@ -61,7 +78,13 @@ def start_session(request: web.Request, response: web.StreamResponse, account: A
     return csrf
 
 
-def end_session(response: web.StreamResponse) -> None:
+def end_session(request: web.Request, response: web.StreamResponse, session: Session) -> None:
+    """Delete the cookie, and refuse the session's token from now on (a copy of it too)."""
+    ended = request.app[ENDED]
+    now = int(time.time())
+    for sid in [sid for sid, expires in ended.items() if expires < now]:
+        del ended[sid]
+    ended[session.sid] = session.expires
     response.del_cookie(COOKIE, path=PATH)
 
 
@@ -72,8 +95,11 @@ async def load_session(request: web.Request) -> Session | None:
         return None
     try:
         claims = jwt.decode(token, _key(request), algorithms=["HS256"], audience=AUDIENCE,
-                            options={"require": ["sub", "ver", "csrf", "exp"]})  # fmt: skip
+                            options={"require": ["sub", "ver", "csrf", "sid", "exp"]})  # fmt: skip
     except jwt.PyJWTError:
+        return None
+    sid = str(claims["sid"])
+    if sid in request.app[ENDED]:
         return None
     store = request.app[API].store
     try:
@@ -84,7 +110,7 @@ async def load_session(request: web.Request) -> Session | None:
         return None
     if account.token_version != claims["ver"] or not account.enabled:
         return None
-    return Session(account, str(claims["csrf"]))
+    return Session(account, str(claims["csrf"]), sid, int(claims["exp"]))
 
 
 def check_csrf(session: Session, given: str | None) -> bool:

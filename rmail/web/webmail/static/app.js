@@ -42,14 +42,19 @@
     rows.forEach(function (row, i) { row.classList.toggle("selected", i === current); });
     rows[current].scrollIntoView({ block: "nearest" });
   }
-  function submitAction(action, uid, folder) {
+  function submitAction(action, uid) {
     var form = document.querySelector("form.bulk") || document.querySelector(".msg-actions form");
     if (!form) return;
+    // On a message, "unread" and "delete" go back to the list: coming back to the message
+    // would mark it read again, or find it gone.
+    var list = document.querySelector("[data-back]");
+    var back = list && action !== "star" && action !== "unstar" ? list.href : location.href;
     var data = document.createElement("form");
     data.method = "post";
-    data.action = form.action;
+    // getAttribute: the form's buttons are named "action", which shadows form.action.
+    data.action = form.getAttribute("action");
     [["csrf", form.querySelector("[name=csrf]").value], ["action", action], ["uid", uid],
-     ["back", location.href]].forEach(function (pair) {
+     ["back", back]].forEach(function (pair) {
       var input = document.createElement("input");
       input.type = "hidden"; input.name = pair[0]; input.value = pair[1];
       data.appendChild(input);
@@ -63,7 +68,7 @@
     var detail = document.querySelector("article.msg-detail");
     var row = current >= 0 ? rows[current] : null;
     var uid = row ? row.dataset.uid : (detail ? detail.dataset.uid : null);
-    var flags = row ? row.dataset.flags : "";
+    var flags = row ? row.dataset.flags : (detail ? detail.dataset.flags || "" : "");
     switch (event.key) {
       case "j": select(current + 1); break;
       case "k": select(current - 1); break;
