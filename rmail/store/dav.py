@@ -3,13 +3,30 @@
 Layout (ARCHITECTURE "Data directory"), for ``kind`` ``calendars`` or ``addressbooks``::
 
     users/{user}/{kind}/{collection}/calendar.json   properties (display name, colour, ...)
-                                     index.json      sync counter, per-object facts, tombstones
+                                     index.json      snapshot: sync counter, per-object
+                                                     facts, tombstones, generation
+                                     index.journal   changes since the snapshot, one JSON
+                                                     array per line
                                      events/{name}   the resources (.ics or .vcf), as sent
                                      reminders.json  alarms already sent (rmail.scheduler)
+                                     .lock           the flock sidecar of writers
 
-Writes hold the collection's ``.lock`` (flock) and replace files atomically: the resource
-first, then the index, so a reader that finds an object in the index finds its file. Reads
-take no lock: the index is cached and re-read when its mtime or size changes.
+The index is a snapshot plus an append-only journal, so that one PUT or DELETE costs one
+short append whatever the collection's size. ``index.journal`` starts with ``["h",
+generation]``; then ``["p", name, facts]`` (an object stored; ``facts`` as in the snapshot,
+with its new ``token``), ``["d", name, sync]`` (an object deleted at that sync value) and
+``["s", sync]`` (properties changed). After ``JOURNAL_MAX`` records the next writer rewrites
+the snapshot with the next generation and restarts the journal (compaction): snapshot first,
+then the journal. A reader that finds a journal of an older generation than its snapshot
+skips it (already in the snapshot); one of a newer generation reads the snapshot again.
+A trailing line without its newline is a write in progress (or a crash's remains, cut by
+the next writer) and is not read. A snapshot without a journal (as older versions wrote it)
+is whole; the first write then compacts.
+
+Writes hold the collection's ``.lock`` (flock), write the resource first (atomically), then
+append the journal record (fdatasync), so a reader that finds an object in the index finds
+its file. Reads take no lock: the index is cached and brought up to date with two ``stat``
+calls and a read of the journal's new tail.
 
 Every write bumps the collection's sync counter. The ctag and the WebDAV sync token
 (RFC 6578) are made from it and from the collection's random ``instance``, so that a
@@ -22,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -32,7 +50,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from rmail.errors import AlreadyExists, InvalidInput, NotFound, PermissionDenied
+from rmail.errors import (
+    AlreadyExists,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    TemporaryFailure,
+)
 from rmail.store.fsio import FileLock, atomic_write, atomic_write_json, fsync_dir, read_json
 
 __all__ = [
@@ -53,6 +77,10 @@ MAX_COLLECTIONS: Final = 200
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=~-]{0,199}$")
 _PROPS_FILE: Final = "calendar.json"
 _INDEX_FILE: Final = "index.json"
+_JOURNAL_FILE: Final = "index.journal"
+# Journal records before the snapshot is rewritten: one compaction (O(collection)) per
+# this many writes keeps the rewrite off the cost of a single PUT.
+JOURNAL_MAX: Final = 1000
 _OBJECTS: Final = "events"
 
 
@@ -127,6 +155,7 @@ class _Index:
     tombstones: dict[str, int]
     oldest: int  # the oldest token still answerable
     by_uid: dict[str, str] = field(default_factory=dict)
+    generation: int = 0
 
     @classmethod
     def load(cls, data: Mapping[str, Any]) -> _Index:
@@ -138,6 +167,7 @@ class _Index:
             tombstones={n: int(t) for n, t in data.get("tombstones", {}).items()},
             oldest=int(data.get("oldest", 0)),
             by_uid={m.uid: n for n, m in objects.items()},
+            generation=int(data.get("generation", 0)),
         )
 
     def dump(self) -> dict[str, Any]:
@@ -147,7 +177,37 @@ class _Index:
             "objects": {n: m.to_json() for n, m in self.objects.items()},
             "tombstones": self.tombstones,
             "oldest": self.oldest,
+            "generation": self.generation,
         }
+
+    def apply(self, record: list[Any]) -> None:
+        """One journal record (see the module docstring)."""
+        kind = record[0]
+        if kind == "p":
+            meta = ObjectMeta.from_json(record[1], record[2])
+            previous = self.objects.get(meta.name)
+            if previous is not None and self.by_uid.get(previous.uid) == meta.name:
+                del self.by_uid[previous.uid]
+            self.objects[meta.name] = meta
+            self.by_uid[meta.uid] = meta.name
+            self.tombstones.pop(meta.name, None)
+            self.sync = max(self.sync, meta.token)
+        elif kind == "d":
+            name, sync = record[1], int(record[2])
+            gone = self.objects.pop(name, None)
+            if gone is not None and self.by_uid.get(gone.uid) == name:
+                del self.by_uid[gone.uid]
+            self.sync = sync
+            self.tombstones[name] = sync
+            if len(self.tombstones) > TOMBSTONES_KEPT:
+                oldest = sorted(self.tombstones.items(), key=lambda item: item[1])
+                for dropped, token in oldest[: len(oldest) - TOMBSTONES_KEPT]:
+                    del self.tombstones[dropped]
+                    self.oldest = max(self.oldest, token)
+        elif kind == "s":
+            self.sync = int(record[1])
+        else:
+            raise TemporaryFailure(f"unknown index journal record {kind!r}")
 
 
 class Collection:
@@ -158,44 +218,123 @@ class Collection:
         self.name = path.name
         self.fsync = fsync
         self._lock = FileLock(path / ".lock")
-        self._cache: tuple[tuple[int, int], _Index] | None = None
-        self._guard = threading.Lock()
+        self._snapshot_path = os.path.join(path, _INDEX_FILE)
+        self._journal_path = os.path.join(path, _JOURNAL_FILE)
+        # The in-memory index and what of the disk it reflects. The guard serializes the
+        # threads of this process that bring it up to date or read it as a whole.
+        self._guard = threading.RLock()
+        self._cached: _Index | None = None
+        self._snap_id: tuple[int, int, int] | None = None  # (inode, mtime_ns, size)
+        self._journal_id: tuple[int, int] | None = None  # (inode, device)
+        self._journal_offset = 0  # bytes of the journal applied
+        self._journal_records = 0
+        self._journal_seen_size: int | None = None  # at the last refresh; None: no journal
 
     # -- reading ---------------------------------------------------------------------------
 
     def _index(self) -> _Index:
+        """The index, up to date with the disk. Raises NotFound."""
+        with self._guard:
+            for _attempt in range(20):
+                if self._refresh_once():
+                    assert self._cached is not None
+                    return self._cached
+        raise TemporaryFailure(f"index of {self.name} keeps changing, try again")
+
+    def _refresh_once(self) -> bool:
         try:
-            st = os.stat(self.path / _INDEX_FILE)
+            st = os.stat(self._snapshot_path)
         except FileNotFoundError:
+            self._cached = None
+            self._snap_id = None
             raise NotFound(f"no collection {self.name!r}") from None
-        key = (st.st_mtime_ns, st.st_size)
-        with self._guard:
-            if self._cache is not None and self._cache[0] == key:
-                return self._cache[1]
-        index = _Index.load(read_json(self.path / _INDEX_FILE))
-        with self._guard:
-            self._cache = (key, index)
-        return index
+        snap_id = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if snap_id != self._snap_id or self._cached is None:
+            try:
+                self._cached = _Index.load(read_json(Path(self._snapshot_path)))
+            except FileNotFoundError:
+                raise NotFound(f"no collection {self.name!r}") from None
+            self._snap_id = snap_id
+            self._journal_id = None
+        return self._read_journal()
+
+    def _read_journal(self) -> bool:
+        """Apply the journal's unread tail. False: the journal is ahead of our snapshot."""
+        index = self._cached
+        assert index is not None
+        try:
+            st = os.stat(self._journal_path)
+        except FileNotFoundError:
+            self._journal_seen_size = None
+            self._journal_id = None
+            return True  # no journal (yet): the snapshot is whole
+        self._journal_seen_size = st.st_size
+        journal_id = (st.st_ino, st.st_dev)
+        if journal_id != self._journal_id:
+            if self._journal_id is not None:
+                return self._reload()  # replaced by a compaction we have not seen
+            self._journal_id = journal_id
+            self._journal_offset = 0
+            self._journal_records = 0
+        if st.st_size <= self._journal_offset:
+            return True
+        with open(self._journal_path, "rb") as f:
+            f.seek(self._journal_offset)
+            data = f.read(st.st_size - self._journal_offset)
+        end = data.rfind(b"\n") + 1
+        if end == 0:
+            return True
+        records: list[list[Any]] = json.loads(b"[" + data[: end - 1].replace(b"\n", b",") + b"]")
+        first = 0
+        if self._journal_offset == 0:
+            header = records[0]
+            if header[0] != "h":
+                raise TemporaryFailure(f"index journal of {self.name} has no header")
+            if int(header[1]) > index.generation:
+                return self._reload()  # compacted after we read the snapshot
+            if int(header[1]) < index.generation:
+                # Left by a compaction that stopped between the two files: all of it is in
+                # the snapshot. Skip it; the next writer compacts.
+                self._journal_offset = st.st_size
+                self._journal_records = JOURNAL_MAX
+                return True
+            first = 1
+        for record in records[first:]:
+            index.apply(record)
+        self._journal_offset += end
+        self._journal_records += len(records) - first
+        return True
+
+    def _reload(self) -> bool:
+        self._cached = None
+        self._snap_id = None
+        self._journal_id = None
+        return False
 
     def info(self) -> CollectionInfo:
-        index = self._index()
+        with self._guard:
+            index = self._index()
+            sync, instance = index.sync, index.instance
         try:
             props = read_json(self.path / _PROPS_FILE)
         except FileNotFoundError:
             raise NotFound(f"no collection {self.name!r}") from None
-        return CollectionInfo(self.name, props, index.sync, index.instance)
+        return CollectionInfo(self.name, props, sync, instance)
 
     def objects(self) -> list[ObjectMeta]:
-        return list(self._index().objects.values())
+        with self._guard:
+            return list(self._index().objects.values())
 
     def by_uid(self, uid: str) -> ObjectMeta | None:
         """The object with this UID, if the collection has one."""
-        index = self._index()
-        name = index.by_uid.get(uid)
-        return index.objects.get(name) if name is not None else None
+        with self._guard:
+            index = self._index()
+            name = index.by_uid.get(uid)
+            return index.objects.get(name) if name is not None else None
 
     def get(self, name: str) -> ObjectMeta:
-        meta = self._index().objects.get(name)
+        with self._guard:
+            meta = self._index().objects.get(name)
         if meta is None:
             raise NotFound(f"no object {name!r}")
         return meta
@@ -215,14 +354,15 @@ class Collection:
         Raises:
             SyncTokenExpired: the token is not this collection's or older than what is kept.
         """
-        index = self._index()
-        if token is None:
-            return list(index.objects.values()), [], index.sync
-        if instance != index.instance or token > index.sync or token < index.oldest:
-            raise SyncTokenExpired("the sync token is unknown or too old")
-        changed = [m for m in index.objects.values() if m.token > token]
-        gone = [n for n, t in index.tombstones.items() if t > token]
-        return changed, gone, index.sync
+        with self._guard:
+            index = self._index()
+            if token is None:
+                return list(index.objects.values()), [], index.sync
+            if instance != index.instance or token > index.sync or token < index.oldest:
+                raise SyncTokenExpired("the sync token is unknown or too old")
+            changed = [m for m in index.objects.values() if m.token > token]
+            gone = [n for n, t in index.tombstones.items() if t > token]
+            return changed, gone, index.sync
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -249,45 +389,36 @@ class Collection:
         name = _check_name(name)
         etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
         with self._lock.hold():
-            index = _Index.load(read_json(self.path / _INDEX_FILE))
-            current = index.objects.get(name)
-            if if_none_match and current is not None:
-                raise PreconditionFailed(f"{name} exists")
-            if if_match is not None and (current is None or current.etag != if_match):
-                raise PreconditionFailed(f"{name} has changed (ETag mismatch)")
-            holder = index.by_uid.get(uid)
-            if holder is not None and holder != name:
-                raise AlreadyExists(f"UID {uid} is already used by {holder}")
-            index.sync += 1
-            meta = ObjectMeta(
-                name, uid, etag, len(data), component, start, end, recurring, index.sync
-            )
-            folder = self.path / _OBJECTS
-            atomic_write(folder / name, data, fsync=self.fsync, mode=0o600)
-            index.objects[name] = meta
-            index.tombstones.pop(name, None)
-            self._write_index(index)
+            with self._guard:
+                index = self._refresh_locked()
+                current = index.objects.get(name)
+                if if_none_match and current is not None:
+                    raise PreconditionFailed(f"{name} exists")
+                if if_match is not None and (current is None or current.etag != if_match):
+                    raise PreconditionFailed(f"{name} has changed (ETag mismatch)")
+                holder = index.by_uid.get(uid)
+                if holder is not None and holder != name:
+                    raise AlreadyExists(f"UID {uid} is already used by {holder}")
+                meta = ObjectMeta(
+                    name, uid, etag, len(data), component, start, end, recurring, index.sync + 1
+                )
+            atomic_write(self.path / _OBJECTS / name, data, fsync=self.fsync, mode=0o600)
+            self._log(["p", name, meta.to_json()])
         return meta, current is None
 
     def delete(self, name: str, *, if_match: str | None = None) -> None:
         """Remove a resource. Raises NotFound, PreconditionFailed."""
         name = _check_name(name)
         with self._lock.hold():
-            index = _Index.load(read_json(self.path / _INDEX_FILE))
-            current = index.objects.get(name)
-            if current is None:
-                raise NotFound(f"no object {name!r}")
-            if if_match is not None and current.etag != if_match:
-                raise PreconditionFailed(f"{name} has changed (ETag mismatch)")
-            index.sync += 1
-            del index.objects[name]
-            index.tombstones[name] = index.sync
-            if len(index.tombstones) > TOMBSTONES_KEPT:
-                oldest = sorted(index.tombstones.items(), key=lambda item: item[1])
-                for dropped, token in oldest[: len(oldest) - TOMBSTONES_KEPT]:
-                    del index.tombstones[dropped]
-                    index.oldest = max(index.oldest, token)
-            self._write_index(index)
+            with self._guard:
+                index = self._refresh_locked()
+                current = index.objects.get(name)
+                if current is None:
+                    raise NotFound(f"no object {name!r}")
+                if if_match is not None and current.etag != if_match:
+                    raise PreconditionFailed(f"{name} has changed (ETag mismatch)")
+                sync = index.sync
+            self._log(["d", name, sync + 1])
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path / _OBJECTS / name)
 
@@ -314,15 +445,64 @@ class Collection:
                 else:
                     props[key] = value
             atomic_write_json(self.path / _PROPS_FILE, props, fsync=self.fsync)
-            index = _Index.load(read_json(self.path / _INDEX_FILE))
-            index.sync += 1
-            self._write_index(index)
+            with self._guard:
+                sync = self._refresh_locked().sync
+            self._log(["s", sync + 1])
         return self.info()
 
-    def _write_index(self, index: _Index) -> None:
-        atomic_write_json(self.path / _INDEX_FILE, index.dump(), fsync=self.fsync)
-        with self._guard:
-            self._cache = None
+    def _refresh_locked(self) -> _Index:
+        """Under the lock: the index up to date, the journal ready for one more record."""
+        index = self._index()
+        size = self._journal_seen_size
+        if size is not None and size > self._journal_offset and self._journal_id is not None:
+            # Nobody else writes while we hold the lock: bytes past the last newline are
+            # the remains of a crash.
+            os.truncate(self._journal_path, self._journal_offset)
+            self._journal_seen_size = self._journal_offset
+        if self._journal_id is None or self._journal_records >= JOURNAL_MAX:
+            self._compact(index)
+        return index
+
+    def _compact(self, index: _Index) -> None:
+        """The snapshot of the next generation, then a journal holding only its header."""
+        index.generation += 1
+        try:
+            data = json.dumps(index.dump(), separators=(",", ":"), ensure_ascii=False).encode()
+            atomic_write(Path(self._snapshot_path), data, fsync=self.fsync)
+            header = json.dumps(["h", index.generation]).encode() + b"\n"
+            atomic_write(Path(self._journal_path), header, fsync=self.fsync)
+        except BaseException:
+            self._reload()  # read the disk again next time
+            raise
+        st = os.stat(self._snapshot_path)
+        self._snap_id = (st.st_ino, st.st_mtime_ns, st.st_size)
+        jst = os.stat(self._journal_path)
+        self._journal_id = (jst.st_ino, jst.st_dev)
+        self._journal_offset = self._journal_seen_size = len(header)
+        self._journal_records = 0
+
+    def _log(self, record: list[Any]) -> None:
+        """Under the lock: append one record (durable when ``fsync``), then read it back.
+
+        The in-memory index is not held during the write, so readers in this process do
+        not wait for the fdatasync; they may see the record as soon as it is in the file.
+        """
+        line = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        fd = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(28, "short write")
+            if self.fsync:
+                os.fdatasync(fd)
+        except OSError as exc:
+            # Nothing was applied in memory; cut what may have reached the file.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self._journal_offset)
+            raise TemporaryFailure(f"cannot write the index of {self.name}: {exc}") from exc
+        finally:
+            os.close(fd)
+        self._index()
 
 
 class DavStore:
@@ -376,7 +556,8 @@ class DavStore:
         (path / _OBJECTS).mkdir(exist_ok=True)
         atomic_write_json(path / _PROPS_FILE, dict(props), fsync=self.fsync)
         index = _Index(0, secrets.token_hex(6), {}, {}, 0)
-        # The index last: its presence is what makes the collection exist.
+        # The journal, then the snapshot last: its presence makes the collection exist.
+        atomic_write(path / _JOURNAL_FILE, b'["h",0]\n', fsync=self.fsync)
         atomic_write_json(path / _INDEX_FILE, index.dump(), fsync=self.fsync)
         if self.fsync:
             fsync_dir(self.root)
