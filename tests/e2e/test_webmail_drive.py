@@ -226,6 +226,8 @@ def test_password_change_keeps_the_session_and_revokes_old_password_and_tokens(
     assert status == 200
     token = answer["token"]
     assert _api(server, "GET", "/folders", token=token)[0] == 200
+    other = browser.new_context()
+    elsewhere = _login(other, server, CAROL)
     page = _login(context, server, CAROL, "/settings")
     assert page.locator("meter.quota-bar").get_attribute("data-quota") == str(1024 * 1024 * 1024)
 
@@ -235,6 +237,13 @@ def test_password_change_keeps_the_session_and_revokes_old_password_and_tokens(
     page.wait_for_url(re.compile(r"saved=profile"))
     page.goto(f"{server.base}/webmail/compose")
     assert page.locator("textarea[name=body]").input_value().endswith("-- \nCarol\nexample.test")
+    page.fill("input[name=to]", CAROL[0])
+    page.fill("input[name=subject]", "signed")
+    page.click("button[name=save][value=send]")
+    page.wait_for_url(re.compile(r"sent=1"))
+    inbox = server.store.mailbox(CAROL[0]).folder("INBOX")
+    sent = inbox.read(inbox.index.meta_at(len(inbox.index) - 1).uid)
+    assert b"From: Carol Example <carol@example.test>" in sent
 
     page.goto(f"{server.base}/webmail/settings")
     page.fill("form.settings-password input[name=current]", "wrong")
@@ -250,6 +259,9 @@ def test_password_change_keeps_the_session_and_revokes_old_password_and_tokens(
     page.wait_for_url(re.compile(r"saved=password"))
     page.goto(f"{server.base}/webmail/drive/")
     assert page.locator("section.drive-grid").count() == 1  # still logged in
+    elsewhere.goto(f"{server.base}/webmail/drive/")
+    assert "/webmail/login" in elsewhere.url  # the other session has ended
+    other.close()
 
     assert _api(server, "GET", "/folders", token=token)[0] == 401
     old = {"username": CAROL[0], "password": CAROL[1]}
