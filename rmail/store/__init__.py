@@ -7,6 +7,7 @@ It knows nothing of sockets, HTTP or IMAP syntax. Layout of ``mail_root``::
     domains/{domain}/users/{user}/account.json
     domains/{domain}/users/{user}/mail/        Maildir++ (see maildir.py, mailindex.py)
     domains/{domain}/users/{user}/webhooks.json the user's webhooks (see webhooks.py)
+    domains/{domain}/users/{user}/webmail.json  webmail display name and signature (preferences.py)
     run/ports.json                  what the running server bound
     queue/                          outbound relay queue
 

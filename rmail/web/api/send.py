@@ -135,6 +135,8 @@ class Outgoing:
     attachments: list[tuple[str, str, bytes]] = field(default_factory=list)
     reference: Reference | None = None
     draft: bool = False
+    # The display name in From (the webmail's setting); the address is always the account's.
+    from_name: str = ""
 
 
 async def send_or_save(services: ApiServices, account: Account, out: Outgoing) -> dict[str, Any]:
@@ -158,6 +160,7 @@ async def send_or_save(services: ApiServices, account: Account, out: Outgoing) -
     compose = functools.partial(
         _compose,
         account=account,
+        from_name=out.from_name,
         hostname=services.hostname,
         to=out.to,
         cc=out.cc,
@@ -250,6 +253,7 @@ async def _mark_original(services: ApiServices, account: Account, ref: Reference
 def _compose(
     *,
     account: Account,
+    from_name: str = "",
     hostname: str,
     to: list[str],
     cc: list[str],
@@ -262,7 +266,9 @@ def _compose(
 ) -> tuple[EmailMessage, list[str], list[str]]:
     """The message, and its To and Cc addresses (a reply fills them from the original)."""
     message = EmailMessage(policy=email.policy.SMTP)
-    message["From"] = account.address
+    message["From"] = (
+        email.utils.formataddr((from_name, account.address)) if from_name else account.address
+    )
     if reference is not None and original is not None:
         parsed = parse(original)
         me = account.address.lower()

@@ -4,7 +4,9 @@ little JavaScript that only enhances. Every page works with JavaScript off.
 It uses the same store and services as IMAP and the JSON API (never a loopback IMAP
 connection). Pages need a session cookie (:mod:`rmail.web.webmail.session`); every form
 carries a CSRF token. Areas: :mod:`.mail` (login, folders, list, message, compose),
-:mod:`.calendar` (month, week, day and agenda views, events, invitations). Links
+:mod:`.calendar` (month, week, day and agenda views, events, invitations),
+:mod:`.drive` (files, uploads, share links), :mod:`.settings` (name, signature, password,
+aliases, quota) and :mod:`.admin` (users and aliases, admins only). Links
 are absolute (scheme, host and port of the request).
 """
 
@@ -94,7 +96,7 @@ async def security_headers(
 
 
 def setup(app: web.Application) -> None:
-    from rmail.web.webmail import calendar, mail
+    from rmail.web.webmail import admin, calendar, drive, mail, settings
 
     env = aiohttp_jinja2.setup(
         app,
@@ -115,6 +117,9 @@ def setup(app: web.Application) -> None:
     app[ENDED] = {}
     mail.setup(app)
     calendar.setup(app)
+    drive.setup(app)
+    settings.setup(app)
+    admin.setup(app)
 
 
 def human_bytes(value: int) -> str:

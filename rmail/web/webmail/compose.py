@@ -17,8 +17,9 @@ from aiohttp import web
 
 from rmail.errors import InvalidInput, NotFound
 from rmail.message import parse
-from rmail.store.accounts import Account
+from rmail.store.accounts import Account, Accounts
 from rmail.store.dav import DavStore
+from rmail.store.preferences import preferences_of
 from rmail.web.api import API
 from rmail.web.api.send import Outgoing, Reference, send_or_save
 from rmail.web.http import ApiError
@@ -77,6 +78,10 @@ async def _suggestions(request: web.Request, account: Account) -> list[str]:
     return await asyncio.to_thread(work)
 
 
+def _accounts(request: web.Request) -> Accounts:
+    return request.app[API].store.accounts
+
+
 def _quote(text: str) -> str:
     return "\n".join("> " + line for line in text.splitlines())
 
@@ -99,6 +104,10 @@ async def compose_page(request: web.Request, session: Session) -> web.StreamResp
         if value and value.isdigit():
             draft = await _prefill(request, account, folder, int(value), action)
             break
+    else:  # a new message: the signature from the settings
+        draft["body"] = (
+            await asyncio.to_thread(preferences_of, _accounts(request), account.address)
+        ).signed("")
     context = _context(
         request,
         session,
@@ -202,6 +211,9 @@ async def compose_submit(request: web.Request, session: Session) -> web.StreamRe
         attachments=attachments,
         reference=reference,
         draft=text("save") == "draft",
+        from_name=(
+            await asyncio.to_thread(preferences_of, _accounts(request), account.address)
+        ).display_name,
     )
     try:
         answer = await send_or_save(request.app[API], account, out)
