@@ -212,8 +212,17 @@ def _post_routes(page: Page, server: WebmailServer, uid: int) -> dict[str, dict[
         server.url("/folders"): {"action": "create", "name": "Csrf"},
         server.mail_url("INBOX", "actions"): {"action": "delete", "uid": str(uid)},
         server.url("/compose"): {"to": BOB[0], "subject": "csrf", "body": "x", "save": "send"},
+        server.url("/calendar/events"): {"title": "csrf", "start_date": "2026-01-01"},
+        server.url("/calendar/calendars"): {"action": "create", "title": "Csrf"},
+        server.url("/calendar/invitation"): {"answer": "ACCEPTED"},
+        server.url("/drive/"): {"action": "mkdir", "name": "Csrf"},
+        server.url("/drive-shares"): {"action": "revoke"},
+        server.url("/settings"): {"action": "profile", "display_name": "Csrf"},
+        server.url("/admin"): {"action": "create"},
     }
-    for path in ("/mail/INBOX", f"/mail/INBOX/{uid}", "/compose"):
+    pages = ("/mail/INBOX", f"/mail/INBOX/{uid}", "/compose", "/calendar/month", "/drive/",
+             "/drive-shares", "/settings")  # fmt: skip
+    for path in pages:
         page.goto(server.url(path))
         actions = page.eval_on_selector_all(
             "form[method=post]", "fs => fs.map(f => f.getAttribute('action'))"
