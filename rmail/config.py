@@ -41,6 +41,7 @@ __all__ = [
     "SmtpConfig",
     "StoreConfig",
     "TlsConfig",
+    "WebmailConfig",
     "example_json",
     "load",
     "parse_host_port",
@@ -199,6 +200,16 @@ class InboundConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebmailConfig:
+    registration: bool = _opt(
+        False, "Let visitors create accounts on the webmail's sign-up page (/webmail/register)."
+    )
+    registration_quota_mb: int = _opt(
+        1024, "Quota in MiB of an account made on the sign-up page.", lo=1, hi=1048576
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class TlsConfig:
     cert_file: str | None = _opt(
         None, "PEM certificate chain. null: a self-signed pair in secrets/tls/ is made and reused."
@@ -265,6 +276,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     inbound: InboundConfig = field(default_factory=InboundConfig)
+    webmail: WebmailConfig = field(default_factory=WebmailConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)

@@ -96,7 +96,7 @@ async def security_headers(
 
 
 def setup(app: web.Application) -> None:
-    from rmail.web.webmail import admin, calendar, drive, mail, settings
+    from rmail.web.webmail import admin, calendar, drive, mail, register, settings
 
     env = aiohttp_jinja2.setup(
         app,
@@ -120,6 +120,7 @@ def setup(app: web.Application) -> None:
     drive.setup(app)
     settings.setup(app)
     admin.setup(app)
+    register.setup(app)
 
 
 def human_bytes(value: int) -> str:

@@ -88,11 +88,14 @@ async def _folders(request: web.Request, account: Account) -> list[dict[str, Any
 async def login_page(request: web.Request) -> web.StreamResponse:
     if await load_session(request) is not None:
         raise web.HTTPSeeOther(_url(request, "mail", "INBOX"))
+    from rmail.web import CONFIG  # the package imports this module: import when serving
+
     context = {
         "base": base_url(request),
         "next": request.query.get("next", ""),
         "error": None,
         "url": lambda *p, **q: _url(request, *p, **q),
+        "registration": request.app[CONFIG].webmail.registration,
     }
     return aiohttp_jinja2.render_template("login.html", request, context)
 
