@@ -24,6 +24,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import re
@@ -242,6 +243,34 @@ class Folder:
             raise NotFound(f"message file of UID {meta.uid} is missing")
         return found
 
+    def open_message(self, meta: MessageMeta) -> io.FileIO:
+        """The message file opened for reading (binary, unbuffered).
+
+        Opens the path the index names first and looks further only when that fails, so a
+        read costs one ``open`` (no ``stat`` before it).
+
+        Raises:
+            NotFound: the file is gone (expunged meanwhile, or removed behind our back).
+        """
+        for _attempt in range(3):
+            try:
+                return io.FileIO(f"{self._dir_str}/{meta.relpath}")
+            except FileNotFoundError:
+                pass
+            try:
+                found = self._find(meta.base)
+                if found is None:
+                    break
+                return io.FileIO(found)
+            except FileNotFoundError:
+                continue  # renamed by a flag change between lookup and open
+        raise NotFound(f"message file of UID {meta.uid} is missing")
+
+    def read_message(self, meta: MessageMeta) -> bytes:
+        """The whole message of an index entry the caller already has. Raises NotFound."""
+        with self.open_message(meta) as f:
+            return f.readall()
+
     def _find(self, base: str) -> Path | None:
         """The file of ``base`` whatever its flags or subfolder (another program renamed it)."""
         for sub in ("new", "cur", "tmp"):
@@ -257,13 +286,7 @@ class Folder:
 
     def read(self, uid: int) -> bytes:
         """The whole message. Raises NotFound."""
-        meta = self.index.get(uid)
-        for _attempt in range(3):
-            try:
-                return self.message_path(meta).read_bytes()
-            except FileNotFoundError:
-                continue  # renamed by a flag change between lookup and open
-        raise NotFound(f"message file of UID {uid} is missing")
+        return self.read_message(self.index.get(uid))
 
     # -- writing ---------------------------------------------------------------------------
 

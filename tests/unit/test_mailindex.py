@@ -26,6 +26,7 @@ from rmail.store.mailindex import (
     SEEN,
     SYSTEM_FLAGS,
     MailIndex,
+    MessageMeta,
     flags_to_mask,
     mask_to_flags,
 )
@@ -398,3 +399,13 @@ def test_a_missing_index_means_the_folder_is_gone(tmp_path: Path) -> None:
     index = MailIndex(tmp_path, fsync=False)
     with pytest.raises(NotFound):
         index.refresh()
+
+
+def test_rows_and_get_many_agree_with_messages(tmp_path: Path) -> None:
+    index = new_index(tmp_path / "f")
+    mutate(index)
+    metas = list(index.messages())
+    assert [MessageMeta(*row) for row in index.rows()] == metas
+    uids = [m.uid for m in metas]
+    assert index.get_many([uids[-1], 999, uids[0]]) == [metas[-1], metas[0]]
+    assert index.get_many([]) == []
