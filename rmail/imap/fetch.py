@@ -57,6 +57,7 @@ __all__ = [
     "render_item",
     "section",
     "sent_date",
+    "text_as_stored",
     "text_content",
 ]
 
@@ -543,7 +544,7 @@ class ParsedMessage:
     Build it with :meth:`parse`; treat it as immutable.
     """
 
-    __slots__ = ("_fields", "_root", "body_start", "raw")
+    __slots__ = ("_fields", "_root", "_values", "body_start", "raw")
 
     raw: bytes
     body_start: int
@@ -553,6 +554,8 @@ class ParsedMessage:
         self.body_start = _header_end(raw, 0, len(raw))
         self._fields: tuple[HeaderField, ...] | None = None
         self._root: BodyPart | None = None
+        # header_value() answers by field name: a cached header is searched again and again.
+        self._values: dict[str, list[str]] = {}
 
     @classmethod
     def parse(cls, raw: bytes) -> ParsedMessage:
@@ -1277,6 +1280,13 @@ def _decode_words(value: str) -> str:
 def header_value(msg: ParsedMessage | BodyPart, name: str) -> list[str]:
     """Every ``name`` field's value, unfolded and RFC 2047-decoded (SEARCH HEADER, SORT)."""
     wanted = name.lower()
+    if isinstance(msg, ParsedMessage):
+        values = msg._values.get(wanted)
+        if values is None:
+            values = msg._values[wanted] = [
+                _decode_words(f.value) for f in msg.fields if f.name == wanted
+            ]
+        return list(values)
     return [_decode_words(f.value) for f in msg.fields if f.name == wanted]
 
 
@@ -1318,6 +1328,48 @@ def text_content(msg: ParsedMessage) -> str:
             decoded = part.body
         chunks.append(_charset_decode(decoded, part.charset))
     return "\n".join(chunks)
+
+
+# Codecs that read every ASCII octet as that ASCII character (and which _charset_decode
+# really uses: ``us-ascii``, unknown names and non-text codecs become UTF-8).
+_ASCII_SUPERSETS: Final = frozenset(
+    {"ascii", "utf-8", "cp1250", "cp1251", "cp1252", "cp1253", "cp1254", "cp1255", "cp1256",
+     "cp1257", "cp1258", "koi8-r", "koi8-u"}
+    | {f"iso8859-{n}" for n in range(1, 17) if n != 12}
+)  # fmt: skip
+
+
+def _codec_name(charset: str | None) -> str:
+    """The codec :func:`_charset_decode` looks up for ``charset`` (UTF-8 if none is found)."""
+    try:
+        return codecs.lookup((charset or "us-ascii").strip().lower()).name
+    except (LookupError, UnicodeError, ValueError):
+        return "utf-8"
+
+
+def text_as_stored(msg: ParsedMessage) -> bool:
+    """Whether :func:`header_text` and :func:`text_content` show the message's ASCII text as
+    it is stored: every ASCII word (no white space) found in either after case folding is in
+    the stored bytes too, in ASCII lower case.
+
+    True when the top-level header is ASCII without RFC 2047 encoded words and every text
+    part has no base64 or quoted-printable encoding and an ASCII-compatible charset (one
+    other than UTF-8 only for an ASCII body). A SEARCH for ASCII words can then skip such a
+    message by looking at its bytes, as long as the bytes hold no non-ASCII character whose
+    case folding is ASCII (the caller checks that).
+    """
+    header = msg.header
+    if b"=?" in header or not header.isascii():
+        return False
+    for part in _text_parts(msg.root):
+        if part.cte in ("base64", "quoted-printable"):
+            return False
+        codec = _codec_name(part.charset)
+        if codec not in _ASCII_SUPERSETS:
+            return False
+        if codec not in ("ascii", "utf-8") and not part.body.isascii():
+            return False
+    return True
 
 
 def sent_date(msg: ParsedMessage | BodyPart) -> datetime.datetime | None:

@@ -164,8 +164,9 @@ def search(
         The matching messages, in input order.
     """
     predicate = _compile(key, max_seq=max_seq, max_uid=max_uid, saved=saved)
-    if _reads_message(key):
+    if _content_keys(key) > 1:
         return [msg for msg in messages if predicate(_Memo(msg))]
+    # With at most one key reading the message, each accessor is called once anyway.
     return [msg for msg in messages if predicate(msg)]
 
 
@@ -223,6 +224,26 @@ def _any_key(key: SearchKey, test: Callable[[SearchKey], bool]) -> bool:
             case _:
                 pass
     return False
+
+
+def _content_keys(key: SearchKey) -> int:
+    """How many keys in ``key`` read the message (headers or text)."""
+    count = 0
+    stack: list[SearchKey] = [key]
+    while stack:
+        current = stack.pop()
+        if _wants_headers(current) or isinstance(current, SearchText):
+            count += 1
+        match current:
+            case SearchNot(key=inner):
+                stack.append(inner)
+            case SearchOr(left=left, right=right):
+                stack.extend((left, right))
+            case SearchAnd(keys=keys):
+                stack.extend(keys)
+            case _:
+                pass
+    return count
 
 
 def _reads_message(key: SearchKey) -> bool:

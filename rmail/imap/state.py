@@ -52,7 +52,7 @@ from rmail.imap.selected import BadSequence, ClaimRecent, SelectedView
 from rmail.store import Store
 from rmail.store.accounts import Account
 from rmail.store.maildir import INBOX, Folder, FolderInfo, Mailbox
-from rmail.store.mailindex import DELETED, SEEN, MessageMeta
+from rmail.store.mailindex import DELETED, SEEN, MessageMeta, MessageRow, mask_to_flags
 
 __all__ = ["Conn", "ImapServices", "Session"]
 
@@ -857,7 +857,7 @@ class Session:
         for start in range(0, len(entries), _FETCH_CHUNK):
             chunk = entries[start : start + _FETCH_CHUNK]
             blobs = await self._io(self._render_fetch, view, chunk, attrs, sets_seen)
-            for blob, reported, changed in blobs:
+            for _blob, reported, changed in blobs:
                 if reported is not None:
                     # Its flags are in this response; the update pass must not repeat them.
                     view.mark_own(reported)
@@ -868,7 +868,10 @@ class Session:
                             self._address(), view.folder.name, reported.uid, reported.modseq
                         )
                     )
-                await self.send(blob)
+            # One write for the chunk: a write and a drain per message cost more than the
+            # rendering of a small one.
+            if blobs:
+                await self.send(b"".join(blob for blob, _reported, _changed in blobs))
         await self.pending_updates(allow_expunge=cmd.uid)
         if missing and not cmd.uid and cmd.changed_since is None:
             await self._ok(cmd.tag, "some messages were expunged", code=Code.EXPUNGEISSUED)
@@ -913,9 +916,9 @@ class Session:
             if content_attrs and len(cached) < len(content_attrs):
                 try:
                     parsed = (
-                        self._header_message(view.folder, meta)
+                        self._header_message(view.folder, meta.uid, functools.partial(_same, meta))
                         if headers_only
-                        else self._parsed_message(view.folder, meta.uid)
+                        else self._parsed_message(view.folder, meta)
                     )
                 except NotFound:
                     continue
@@ -928,7 +931,7 @@ class Session:
                     items.append(b"FLAGS " + _flags(view, meta))
                     flags_sent = True
                 elif attr.name == "INTERNALDATE":
-                    items.append(b"INTERNALDATE " + responses.internaldate(meta.date))
+                    items.append(b"INTERNALDATE " + _internaldate(meta.date))
                 elif attr.name == "RFC822.SIZE":
                     items.append(b"RFC822.SIZE %d" % meta.size)
                 elif attr.name == "MODSEQ":
@@ -948,24 +951,29 @@ class Session:
             out.append((blob, meta if flags_sent else None, changed is not None))
         return out
 
-    def _parsed_message(self, folder: Folder, uid: int) -> fetch.ParsedMessage:
-        key = (folder.name, folder.index.uidvalidity, uid)
+    def _parsed_message(self, folder: Folder, meta: MessageMeta) -> fetch.ParsedMessage:
+        key = (folder.name, folder.index.uidvalidity, meta.uid)
         parsed = self._parsed.get(key)
         if parsed is not None:
             self._parsed.move_to_end(key)
             return parsed
-        parsed = fetch.ParsedMessage.parse(folder.read(uid))
+        parsed = fetch.ParsedMessage.parse(folder.read_message(meta))
         self._parsed[key] = parsed
         while len(self._parsed) > _PARSE_CACHE:
             self._parsed.popitem(last=False)
         return parsed
 
-    def _header_message(self, folder: Folder, meta: MessageMeta) -> fetch.ParsedMessage:
-        """The message's header block alone, parsed (shared by every session)."""
-        key = (str(folder.dir), folder.index.uidvalidity, meta.uid, "header")
+    def _header_message(
+        self, folder: Folder, uid: int, meta: Callable[[], MessageMeta]
+    ) -> fetch.ParsedMessage:
+        """The message's header block alone, parsed (shared by every session).
+
+        ``meta`` gives the index entry, needed only to read the file when it is not cached.
+        """
+        key = (str(folder.dir), folder.index.uidvalidity, uid, "header")
         parsed: fetch.ParsedMessage | None = self.services.summaries.get(key)
         if parsed is None:
-            parsed = fetch.ParsedMessage.parse(_read_header_block(folder, meta))
+            parsed = fetch.ParsedMessage.parse(_read_header_block(folder, meta()))
             self.services.summaries.put(key, parsed)
         return parsed
 
@@ -978,22 +986,40 @@ class Session:
         soon as it has been looked at, so a search holds one message at a time.
         """
         # One consistent snapshot: other threads may change the shared index meanwhile.
-        metas = {m.uid: m for m in view.index.messages()}
+        rows = {row[0]: row for row in view.index.rows()}
         headers_only = not search.needs_content(key)
         needles = _required_words(key)
+        cache = self.services.summaries
+        folder_key = (str(view.folder.dir), view.index.uidvalidity)
         for seq, uid in enumerate(view.uids, start=1):
-            meta = metas.get(uid)
-            if meta is None:
+            row = rows.get(uid)
+            if row is None:
                 continue
-            message = _Searchable(seq, meta, view, self, headers_only=headers_only)
+            message = _Searchable(seq, row, view, self, headers_only=headers_only)
             if needles:
                 try:
-                    raw = view.folder.read(uid)
+                    raw = view.folder.read_message(message.meta)
                 except NotFound:
                     continue
-                if not _may_contain(raw, needles):
+                # Whether the message's decoded text shows its ASCII words as stored: known
+                # from an earlier search, or found by looking for encodings (and, only if
+                # there are some, by parsing it), and remembered for the next search.
+                plain_key = (*folder_key, uid, "text_as_stored")
+                plain: bool | None = cache.get(plain_key)
+                verdict = _may_contain(raw, needles, plain=plain)
+                if verdict is None:
+                    parsed = fetch.ParsedMessage.parse(raw)
+                    plain = fetch.text_as_stored(parsed)
+                    cache.put(plain_key, plain)
+                    if plain:
+                        continue
+                    message.set_parsed(parsed)
+                elif verdict:
+                    message.set_parsed(fetch.ParsedMessage.parse(raw))
+                else:
+                    if plain is None:
+                        cache.put(plain_key, True)
                     continue
-                message.set_parsed(fetch.ParsedMessage.parse(raw))
             yield message
 
     def _run_search(self, view: SelectedView, key: SearchKey) -> list[search.SearchableMessage]:
@@ -1148,11 +1174,25 @@ def _deleted_among(folder: Folder, wanted: set[int]) -> list[int]:
     return [m.uid for m in folder.index.messages() if m.uid in wanted and m.mask & DELETED]
 
 
+def _same(meta: MessageMeta) -> MessageMeta:
+    return meta
+
+
 def _flags(view: SelectedView, meta: MessageMeta) -> bytes:
-    flags = list(meta.flags)
-    if meta.uid in view.recent:
+    return _flags_list(meta.mask, meta.keywords, meta.uid in view.recent)
+
+
+# A mailbox has few distinct flag combinations: render each once.
+@functools.lru_cache(maxsize=1024)
+def _flags_list(mask: int, keywords: tuple[str, ...], recent: bool) -> bytes:
+    flags = list(mask_to_flags(mask, keywords))
+    if recent:
         flags.append("\\Recent")
     return responses.flags_list(flags)
+
+
+# INTERNALDATE of messages fetched again and again (every FETCH 1:* of every session).
+_internaldate: Final = functools.lru_cache(maxsize=_SUMMARY_CACHE)(responses.internaldate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1251,36 +1291,67 @@ def _pattern(pattern: str) -> Callable[[str], bool]:
 
 
 class _Searchable:
-    """A message as SEARCH/SORT/THREAD see it: index fields now, content on demand."""
+    """A message as SEARCH/SORT/THREAD see it: index fields now, content on demand.
+
+    Built from an index row for every message of a search, so it stays light: the full
+    index entry (``meta``) and the flag names are made only when asked for.
+    """
+
+    __slots__ = (
+        "_headers_only",
+        "_meta",
+        "_parsed",
+        "_row",
+        "_session",
+        "_view",
+        "internal_date",
+        "modseq",
+        "recent",
+        "seq",
+        "size",
+        "uid",
+    )
 
     def __init__(
         self,
         seq: int,
-        meta: MessageMeta,
+        row: MessageRow,
         view: SelectedView,
         session: Session,
         *,
         headers_only: bool = False,
     ) -> None:
         self.seq = seq
-        self.uid = meta.uid
-        self.meta = meta
-        self.flags = meta.flags
-        self.recent = meta.uid in view.recent
-        self.size = meta.size
-        self.internal_date = meta.date
-        self.modseq = meta.modseq
+        self._row = row
+        self.uid = row[0]
+        self.size = row[4]
+        self.internal_date = row[5]
+        self.modseq = row[6]
+        self.recent = self.uid in view.recent
         self._view = view
         self._session = session
         self._headers_only = headers_only
+        self._meta: MessageMeta | None = None
         self._parsed: fetch.ParsedMessage | None = None
+
+    @property
+    def meta(self) -> MessageMeta:
+        if self._meta is None:
+            self._meta = MessageMeta(*self._row)
+        return self._meta
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return mask_to_flags(self._row[2], self._row[3])
 
     def _msg(self) -> fetch.ParsedMessage:
         if self._parsed is None:
             if self._headers_only:
-                self._parsed = self._session._header_message(self._view.folder, self.meta)
+                self._parsed = self._session._header_message(
+                    self._view.folder, self.uid, lambda: self.meta
+                )
             else:
-                self._parsed = self._session._parsed_message(self._view.folder, self.uid)
+                self._parsed = self._session._parsed_message(self._view.folder, self.meta)
         return self._parsed
 
     def set_parsed(self, parsed: fetch.ParsedMessage) -> None:
@@ -1327,10 +1398,7 @@ def _required_words(key: SearchKey) -> list[bytes]:
 
 
 # Markers of text that may read differently once decoded: transfer encodings, RFC 2047
-# encoded words, charsets that are not ASCII-compatible, and the few characters whose
-# case folding is ASCII (sharp s -> ss, long s -> s, Kelvin sign -> k, dotted I, the ff..st
-# ligatures), in
-# UTF-8 and, for sharp s, Latin-1.
+# encoded words, charsets that are not ASCII-compatible ...
 _ENCODED: Final = (
     b"base64",
     b"quoted-printable",
@@ -1338,6 +1406,10 @@ _ENCODED: Final = (
     b"utf-16",
     b"utf-32",
     b"utf-7",
+)
+# ... and the few characters whose case folding is ASCII (sharp s -> ss, long s -> s,
+# Kelvin sign -> k, dotted I, the ff..st ligatures), in UTF-8 and, for sharp s, Latin-1.
+_FOLDS_TO_ASCII: Final = (
     b"\xc3\x9f",
     b"\xc5\xbf",
     b"\xe2\x84\xaa",
@@ -1347,16 +1419,33 @@ _ENCODED: Final = (
 )
 
 
-def _may_contain(raw: bytes, words: Sequence[bytes]) -> bool:
-    """False only when no decoding of ``raw`` can contain every word (a SEARCH shortcut).
+def _may_contain(raw: bytes, words: Sequence[bytes], *, plain: bool | None = None) -> bool | None:
+    """Whether the decoded text of ``raw`` may contain every word (a SEARCH shortcut).
 
     For an ASCII word, a message whose bytes lack it and that has nothing encoded cannot
-    match case-insensitively once decoded either, so it need not be parsed.
+    match case-insensitively once decoded either, so it need not be parsed: False. True:
+    the bytes hold every word, or a non-ASCII character that case-folds to ASCII, or
+    ``plain`` is False (the message's decoded text is known to differ from its bytes).
+    None: the bytes lack a word but hold an encoding marker, so only the decoded text
+    can tell (see :func:`fetch.text_as_stored`); with ``plain`` True (known to read as
+    stored) the markers are not looked for.
     """
     lowered = raw.lower()
-    if all(word in lowered for word in words):
+    for word in words:
+        if word not in lowered:
+            break
+    else:
         return True
-    return any(marker in lowered for marker in _ENCODED)
+    if not raw.isascii():
+        for marker in _FOLDS_TO_ASCII:
+            if marker in lowered:
+                return True
+    if plain is not None:
+        return not plain
+    for marker in _ENCODED:
+        if marker in lowered:
+            return None
+    return False
 
 
 def _release(messages: Iterable[Any]) -> None:
@@ -1374,11 +1463,16 @@ class _Lru:
         self._lock = threading.Lock()
 
     def get(self, key: tuple[Any, ...]) -> Any:
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
+        # No lock: each OrderedDict call is atomic under the GIL, and a key evicted by
+        # another thread between the two calls is simply not refreshed.
+        value = self._data.get(key)
+        if value is not None:
+            # Not contextlib.suppress: this runs for every message of a FETCH or SEARCH.
+            try:  # noqa: SIM105
                 self._data.move_to_end(key)
-            return value
+            except KeyError:
+                pass
+        return value
 
     def put(self, key: tuple[Any, ...], value: Any) -> None:
         with self._lock:
@@ -1390,18 +1484,13 @@ class _Lru:
 
 def _read_header_block(folder: Folder, meta: MessageMeta) -> bytes:
     """The message's header, up to and including its blank line (or the whole file)."""
-    for _attempt in range(3):
-        try:
-            with open(folder.message_path(meta), "rb") as f:
-                data = b""
-                while True:
-                    chunk = f.read(_HEADER_CHUNK)
-                    data += chunk
-                    end = data.find(b"\r\n\r\n")
-                    if end >= 0:
-                        return data[: end + 4]
-                    if len(chunk) < _HEADER_CHUNK:
-                        return data
-        except FileNotFoundError:
-            continue  # renamed by a flag change between lookup and open
-    raise NotFound(f"message file of UID {meta.uid} is missing")
+    with folder.open_message(meta) as f:
+        data = b""
+        while True:
+            chunk = f.read(_HEADER_CHUNK)
+            data += chunk
+            end = data.find(b"\r\n\r\n")
+            if end >= 0:
+                return data[: end + 4]
+            if len(chunk) < _HEADER_CHUNK:
+                return data

@@ -1404,3 +1404,76 @@ def test_qresync_expunges_are_reported_as_vanished(main: ImapServer, user: str) 
         assert vanished.untagged[1:] == [b"* 1 FETCH (UID 5 FLAGS (\\Recent) MODSEQ (%d))" % latest]
         assert a.cmd(f"FETCH 1:* (FLAGS) (CHANGEDSINCE {modseq} VANISHED)").status == "BAD"
         assert uid_of(a.ok("FETCH 1:* UID")) == {1: 5}
+
+
+def _mime(headers: bytes, body: bytes) -> bytes:
+    return b"From: a@example.test\r\nSubject: s\r\n" + headers + b"\r\n" + body
+
+
+def _mixed(text: bytes, attachment: bytes) -> bytes:
+    return _mime(
+        b"Content-Type: multipart/mixed; boundary=b\r\n",
+        b"--b\r\nContent-Type: text/plain\r\n\r\n" + text + b"\r\n--b\r\n"
+        b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + base64.b64encode(attachment)
+        + b"\r\n--b--\r\n",
+    )
+
+
+def test_search_text_answers_the_same_on_every_repeat_session_and_after_expunge(
+    main: ImapServer, user: str
+) -> None:
+    """SEARCH TEXT/BODY remember which messages read as stored; no answer may change."""
+    word = b"xylophone"
+    kinds = {
+        "plain hit": _mime(b"", b"a " + word + b" here\r\n"),
+        "plain miss": _mime(b"", b"nothing\r\n"),
+        "base64 text hit": _mime(
+            b"Content-Transfer-Encoding: base64\r\n", base64.b64encode(b"my " + word) + b"\r\n"
+        ),
+        "attachment only": _mixed(b"nothing", b"a " + word),
+        "text beside attachment": _mixed(b"the " + word.upper(), b"nothing"),
+        "quoted-printable hit": _mime(
+            b"Content-Transfer-Encoding: quoted-printable\r\n", b"xylo=\r\nphone\r\n"
+        ),
+        "encoded subject": b"Subject: =?utf-8?q?" + word + b"?=\r\n\r\nnothing\r\n",
+        "utf-16 miss": _mime(
+            b"Content-Type: text/plain; charset=utf-16\r\nContent-Transfer-Encoding: base64\r\n",
+            base64.b64encode("nothing".encode("utf-16")) + b"\r\n",
+        ),
+    }
+    uids = {name: main.add(user, data) for name, data in kinds.items()}
+    text_hits = ["plain hit", "base64 text hit", "text beside attachment", "quoted-printable hit"]
+    text_hits.append("encoded subject")
+    body_hits = text_hits[:-1]
+
+    def expect(names: list[str], gone: set[str]) -> list[bytes]:
+        return [b" ".join(b"%d" % uids[n] for n in sorted(names, key=uids.get) if n not in gone)]
+
+    def ask(client: imaplib.IMAP4, key: str) -> list[bytes]:
+        typ, data = client.uid("SEARCH", key, "xylophone")
+        assert typ == "OK"
+        return [d for d in data if isinstance(d, bytes)]
+
+    with (
+        imaplib.IMAP4(LOOPBACK, main.ports["imap"], timeout=10) as one,
+        imaplib.IMAP4(LOOPBACK, main.ports["imap"], timeout=10) as two,
+    ):
+        for client in (one, two):
+            client.login(user, main.passwords[user])
+            client.select("INBOX")
+        for client in (one, one, two):
+            assert ask(client, "TEXT") == expect(text_hits, set())
+            assert ask(client, "BODY") == expect(body_hits, set())
+        gone = {"plain hit", "attachment only"}
+        for name in gone:
+            one.uid("STORE", str(uids[name]), "+FLAGS.SILENT", "(\\Deleted)")
+        one.expunge()
+        later = main.add(user, _mime(b"Content-Transfer-Encoding: base64\r\n", b"eHlsb3Bob25l\r\n"))
+        uids["later"] = later
+        text_hits.append("later")
+        body_hits.append("later")
+        for client in (two, one):
+            client.noop()
+            assert ask(client, "TEXT") == expect(text_hits, gone)
+            assert ask(client, "BODY") == expect(body_hits, gone)
