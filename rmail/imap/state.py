@@ -760,16 +760,11 @@ class Session:
     def _store_all(
         folder: Folder, uids: list[int], cmd: c.StoreCommand
     ) -> list[tuple[int, MessageMeta, MessageMeta | None]]:
-        out: list[tuple[int, MessageMeta, MessageMeta | None]] = []
-        for uid in uids:
-            try:
-                before, after = folder.change_flags(
-                    uid, cmd.op, cmd.flags, unchanged_since=cmd.unchanged_since
-                )
-            except NotFound:
-                continue  # expunged meanwhile; the client hears of it later
-            out.append((uid, before, after))
-        return out
+        # A UID expunged meanwhile is left out; the client hears of it later.
+        changes = folder.change_flags_many(
+            uids, cmd.op, cmd.flags, unchanged_since=cmd.unchanged_since
+        )
+        return [(before.uid, before, after) for before, after in changes]
 
     async def do_copy(self, cmd: c.CopyCommand) -> None:
         await self._copy_or_move(cmd.tag, cmd.set, cmd.mailbox, cmd.uid, move=False)

@@ -450,6 +450,21 @@ class Folder:
             uid, op, mask, keywords, unchanged_since=unchanged_since, on_change=self._rename_file
         )
 
+    def change_flags_many(
+        self,
+        uids: Sequence[int],
+        op: FlagOp,
+        flags: Iterable[str],
+        *,
+        unchanged_since: int | None = None,
+    ) -> list[tuple[MessageMeta, MessageMeta]]:
+        """:meth:`change_flags` for several messages at once (one index lock hold and one
+        journal write); (before, after) for each UID still in the folder, in order."""
+        mask, keywords = flags_to_mask(flags)
+        return self.index.change_flags_many(
+            uids, op, mask, keywords, unchanged_since=unchanged_since, on_change=self._rename_file
+        )
+
     def _rename_file(self, before: MessageMeta, after: MessageMeta) -> None:
         """Mirror new flags in the file name (called under the index lock)."""
         if before.relpath == after.relpath:

@@ -571,6 +571,58 @@ class MailIndex:
                 on_change(before, after)
             return before, after
 
+    def change_flags_many(
+        self,
+        uids: Sequence[int],
+        op: FlagOp,
+        mask: int,
+        keywords: Sequence[str],
+        *,
+        unchanged_since: int | None = None,
+        on_change: Callable[[MessageMeta, MessageMeta], None] | None = None,
+    ) -> list[tuple[MessageMeta, MessageMeta]]:
+        """:meth:`change_flags` for several messages under one lock, one refresh and one
+        journal write; (before, after) for each UID still in the index, in the order given.
+
+        Each change gets its own MODSEQ, as if the UIDs were changed one after the other (a
+        UID given twice sees its first change). ``on_change`` runs for each change, in
+        order, under the lock, once all the records are written.
+        """
+        with self._mem, self._lock.hold():
+            self._refresh_locked()
+            out: list[tuple[MessageMeta, MessageMeta]] = []
+            records: list[list[Any]] = []
+            current: dict[int, MessageMeta] = {}  # entries changed by this call so far
+            modseq = self.highestmodseq
+            for uid in uids:
+                before = current.get(uid)
+                if before is None:
+                    pos = self._position(uid)
+                    if pos is None:
+                        continue
+                    before = self.meta_at(pos)
+                new_mask, new_keywords = _apply_op(before, op, mask, keywords)
+                unchanged = (
+                    before.mask & _FLAG_BITS
+                ) == new_mask and before.keywords == new_keywords
+                if unchanged or (unchanged_since is not None and before.modseq > unchanged_since):
+                    out.append((before, before))
+                    continue
+                modseq += 1
+                records.append(["f", uid, new_mask, modseq, list(new_keywords)])
+                after = MessageMeta(
+                    uid, before.base, new_mask, new_keywords, before.size, before.date, modseq
+                )
+                current[uid] = after
+                out.append((before, after))
+            if records:
+                self._log_many(records, sync=False)
+                if on_change is not None:
+                    for before, after in out:
+                        if after is not before:
+                            on_change(before, after)
+            return out
+
     def set_flags(
         self, uid: int, mask: int, keywords: Sequence[str], *, unchanged_since: int | None = None
     ) -> tuple[MessageMeta, MessageMeta]:
