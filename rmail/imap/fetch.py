@@ -31,13 +31,16 @@ import email.errors
 import email.header
 import email.utils
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final, NamedTuple
 
 from rmail.errors import InvalidInput
 from rmail.imap import responses
 from rmail.imap.parser.types import FetchAttr, Section
+from rmail.mime import HeaderField
+from rmail.mime import header_end as _header_end
+from rmail.mime import parse_fields as _parse_fields
 
 __all__ = [
     "MAX_MIME_DEPTH",
@@ -49,11 +52,14 @@ __all__ = [
     "binary_section",
     "binary_size",
     "bodystructure",
+    "decode_values",
     "envelope",
+    "envelope_of_values",
     "header_addresses",
     "header_text",
     "header_value",
     "partial",
+    "render_envelope",
     "render_item",
     "section",
     "sent_date",
@@ -69,10 +75,6 @@ _MISSING_DOMAIN: Final = "MISSING_DOMAIN"
 _CRLF: Final = b"\r\n"
 _NIL: Final = b"NIL"
 
-# A header field: name, optional WSP, colon, value, folded continuation lines (RFC 5322 §2.2).
-# Lines that are not fields (no colon) are skipped, as every MUA does.
-_FIELD_RE: Final = re.compile(rb"(?m)^([^\x00-\x20\x7f:]+)[ \t]*:.*(?:\n[ \t].*)*\n?")
-_BLANK_LINE_RE: Final = re.compile(rb"\n\r?\n")
 _LONG_LINE_RE: Final = re.compile(rb"[^\r\n]{999}")  # RFC 5322 §2.1.1: 998 octets a line
 _BASE64_JUNK_RE: Final = re.compile(rb"[^A-Za-z0-9+/]")
 _QP_TRAILING_WS_RE: Final = re.compile(rb"[ \t]+(?=\r?\n)")
@@ -95,52 +97,6 @@ class UnknownTransferEncoding(InvalidInput):
 
 
 # -- header fields ----------------------------------------------------------------------------
-
-
-class HeaderField(NamedTuple):
-    """One header field as stored.
-
-    ``name`` is lower case; ``raw`` is the whole field (name, colon, value, folding and the
-    line ending) exactly as in the message; ``colon`` is the offset of the colon in ``raw``.
-    """
-
-    name: str
-    raw: bytes
-    colon: int
-
-    @property
-    def value(self) -> str:
-        """The unfolded value (RFC 5322 §2.2.3): CR and LF removed, leading blanks stripped.
-
-        Trailing blanks are kept, as Dovecot does. Bytes that are not UTF-8 survive as lone
-        surrogates (``surrogateescape``), so encoding back gives the stored octets.
-        """
-        data = self.raw[self.colon + 1 :].replace(b"\r", b"").replace(b"\n", b"")
-        return data.lstrip(b" \t").decode("utf-8", "surrogateescape")
-
-
-def _parse_fields(raw: bytes, start: int, end: int) -> tuple[HeaderField, ...]:
-    """Split the header block ``raw[start:end]`` into fields, in message order."""
-    fields = []
-    for match in _FIELD_RE.finditer(raw, start, end):
-        whole = match.group(0)
-        colon = whole.index(b":", match.end(1) - match.start(0))
-        fields.append(HeaderField(match.group(1).decode("latin-1").lower(), whole, colon))
-    return tuple(fields)
-
-
-def _header_end(raw: bytes, start: int, end: int) -> int:
-    """Where the body of the entity ``raw[start:end]`` starts (after the blank line).
-
-    The header block is ``raw[start:result]``, blank line included. An entity that starts with
-    a blank line has an empty header; one without a blank line is all header (RFC 5322 §2.1).
-    """
-    if end - start >= 2 and raw[start : start + 2] == _CRLF:
-        return start + 2
-    if end > start and raw[start] == 0x0A:
-        return start + 1
-    match = _BLANK_LINE_RE.search(raw, start, end)
-    return end if match is None else match.end()
 
 
 def _first(fields: tuple[HeaderField, ...], name: str) -> HeaderField | None:
@@ -899,7 +855,10 @@ def _envelope_values(msg: ParsedMessage | BodyPart) -> dict[str, str]:
 
 
 def _envelope_of(msg: ParsedMessage | BodyPart, utf8: bool) -> bytes:
-    found = _envelope_values(msg)
+    return _render_envelope(_envelope_values(msg), utf8)
+
+
+def _render_envelope(found: Mapping[str, str], utf8: bool) -> bytes:
     from_ = _parse_address_list(found.get("from", ""))
     # RFC 3501 §7.4.2: absent or empty Sender / Reply-To take the From value.
     sender = _parse_address_list(found.get("sender", "")) or from_
@@ -936,6 +895,18 @@ def envelope(msg: ParsedMessage | BodyPart, *, utf8: bool = False) -> bytes:
         utf8: The client enabled UTF-8 (RFC 6855): 8-bit strings may be quoted.
     """
     return _envelope_of(msg, utf8)
+
+
+def envelope_of_values(values: Mapping[str, Sequence[str]], *, utf8: bool = False) -> bytes:
+    """:func:`envelope` from a message's header values (field name -> unfolded values in
+    message order, as ``rmail.store.headercache`` keeps them) instead of its bytes."""
+    found = {name: items[0] for name, items in values.items() if name in _ENVELOPE_FIELDS and items}
+    return _render_envelope(found, utf8)
+
+
+def render_envelope(values: Mapping[str, Sequence[str]], *, utf8: bool = False) -> bytes:
+    """The ENVELOPE FETCH item, as :func:`render_item` gives it, from header values."""
+    return b"ENVELOPE " + envelope_of_values(values, utf8=utf8)
 
 
 def header_addresses(msg: ParsedMessage | BodyPart, name: str) -> list[Address]:
@@ -1288,6 +1259,11 @@ def header_value(msg: ParsedMessage | BodyPart, name: str) -> list[str]:
             ]
         return list(values)
     return [_decode_words(f.value) for f in msg.fields if f.name == wanted]
+
+
+def decode_values(values: Iterable[str]) -> list[str]:
+    """Unfolded header values RFC 2047-decoded, as :func:`header_value` gives them."""
+    return [_decode_words(value) for value in values]
 
 
 def header_text(msg: ParsedMessage | BodyPart) -> str:

@@ -51,6 +51,7 @@ from rmail.imap.responses import Code
 from rmail.imap.selected import BadSequence, ClaimRecent, SelectedView
 from rmail.store import Store
 from rmail.store.accounts import Account
+from rmail.store.headercache import CACHED_FIELDS, HeaderValues
 from rmail.store.maildir import INBOX, Folder, FolderInfo, Mailbox
 from rmail.store.mailindex import DELETED, SEEN, MessageMeta, MessageRow, mask_to_flags
 
@@ -65,8 +66,6 @@ _PARSE_CACHE: Final = 64
 # Cached ENVELOPE/BODYSTRUCTURE renderings and parsed headers shared by all sessions:
 # a few KB each, so some tens of MB at most.
 _SUMMARY_CACHE: Final = 20_000
-# A header block is read in pieces of this size until its blank line.
-_HEADER_CHUNK: Final = 16384
 # FETCH renders this many messages per trip to a worker thread.
 _FETCH_CHUNK: Final = 200
 _ERROR_CODES: Final[tuple[tuple[type[RmailError], Code | None], ...]] = (
@@ -902,6 +901,7 @@ class Session:
                 if after.modseq != meta.modseq:
                     meta = changed = after
             parsed = None
+            values: HeaderValues | None = None
             cached: dict[str, bytes] = {}
             if content_attrs and cacheable:
                 for attr in content_attrs:
@@ -910,11 +910,10 @@ class Session:
                         cached[attr.name] = hit
             if content_attrs and len(cached) < len(content_attrs):
                 try:
-                    parsed = (
-                        self._header_message(view.folder, meta.uid, functools.partial(_same, meta))
-                        if headers_only
-                        else self._parsed_message(view.folder, meta)
-                    )
+                    if headers_only:  # ENVELOPE alone: the folder's header cache has it
+                        values = view.folder.header_values(meta)
+                    else:
+                        parsed = self._parsed_message(view.folder, meta)
                 except NotFound:
                     continue
             items: list[bytes] = []
@@ -934,8 +933,11 @@ class Session:
                 elif attr.name in cached:
                     items.append(cached[attr.name])
                 else:
-                    assert parsed is not None
-                    rendered = fetch.render_item(attr, parsed)
+                    if parsed is None:
+                        assert values is not None and attr.name == "ENVELOPE"
+                        rendered = fetch.render_envelope(values)
+                    else:
+                        rendered = fetch.render_item(attr, parsed)
                     if attr.name in _CACHED_ITEMS:
                         cache.put((*folder_key, meta.uid, attr.name), rendered)
                     items.append(rendered)
@@ -968,7 +970,7 @@ class Session:
         key = (str(folder.dir), folder.index.uidvalidity, uid, "header")
         parsed: fetch.ParsedMessage | None = self.services.summaries.get(key)
         if parsed is None:
-            parsed = fetch.ParsedMessage.parse(_read_header_block(folder, meta()))
+            parsed = fetch.ParsedMessage.parse(folder.read_header(meta()))
             self.services.summaries.put(key, parsed)
         return parsed
 
@@ -1169,10 +1171,6 @@ def _deleted_among(folder: Folder, wanted: set[int]) -> list[int]:
     return [m.uid for m in folder.index.messages() if m.uid in wanted and m.mask & DELETED]
 
 
-def _same(meta: MessageMeta) -> MessageMeta:
-    return meta
-
-
 def _flags(view: SelectedView, meta: MessageMeta) -> bytes:
     return _flags_list(meta.mask, meta.keywords, meta.uid in view.recent)
 
@@ -1357,6 +1355,13 @@ class _Searchable:
         self._parsed = None
 
     def header_values(self, name: str) -> list[str]:
+        wanted = name.lower()
+        if wanted in CACHED_FIELDS:  # from the folder's header cache: no file read or parse
+            folder = self._view.folder
+            values = folder.headers.get(self._row[1])
+            if values is None:
+                values = folder.header_values(self.meta)
+            return fetch.decode_values(values.get(wanted, ()))
         return fetch.header_value(self._msg(), name)
 
     def header_text(self) -> str:
@@ -1475,17 +1480,3 @@ class _Lru:
             self._data.move_to_end(key)
             while len(self._data) > self.capacity:
                 self._data.popitem(last=False)
-
-
-def _read_header_block(folder: Folder, meta: MessageMeta) -> bytes:
-    """The message's header, up to and including its blank line (or the whole file)."""
-    with folder.open_message(meta) as f:
-        data = b""
-        while True:
-            chunk = f.read(_HEADER_CHUNK)
-            data += chunk
-            end = data.find(b"\r\n\r\n")
-            if end >= 0:
-                return data[: end + 4]
-            if len(chunk) < _HEADER_CHUNK:
-                return data

@@ -10,6 +10,8 @@ the last UIDVALIDITY handed out.
 Message files are standard Maildir files with CRLF line endings (what IMAP serves byte for
 byte); a new message goes to ``new/``; once its flags change it lives in
 ``cur/{base}:2,{letters}``. The index is authoritative for flags; the file name mirrors them.
+Each folder also has ``headers.cache`` (see ``headercache.py``): the header fields clients
+list and search by, written as messages are stored, so that those need no message file.
 
 Invariants:
 
@@ -52,6 +54,7 @@ from rmail.store.fsio import (
     read_json,
     unique_name,
 )
+from rmail.store.headercache import HeaderCache, HeaderValues, header_values
 from rmail.store.mailindex import (
     IN_NEW,
     FlagOp,
@@ -96,6 +99,8 @@ _NAMES_RECHECK: Final = 0.1
 # Group commit: how long a leader waits for callers of this process still writing their
 # message files into the same folder, to index them with its own batch (see Folder._commit).
 GROUP_COMMIT_WAIT: Final = 0.002
+# A header block is read in pieces of this size until its blank line.
+_HEADER_CHUNK: Final = 16384
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
@@ -212,6 +217,7 @@ class Folder:
         self.name = name
         self.dir = path
         self.index = index
+        self.headers = HeaderCache(path)
         self._dir_str = os.fspath(path)  # for the paths of every append (cheaper than pathlib)
         # Group commit (see _commit), under _commit_lock: callers writing files, requests
         # waiting for a leader, whether a leader runs, and the lock a leader waiting for
@@ -270,6 +276,37 @@ class Folder:
         """The whole message of an index entry the caller already has. Raises NotFound."""
         with self.open_message(meta) as f:
             return f.readall()
+
+    def read_header(self, meta: MessageMeta) -> bytes:
+        """The message's header block, blank line included (the whole file if it has none).
+
+        Raises:
+            NotFound: the file is gone.
+        """
+        with self.open_message(meta) as f:
+            data = b""
+            while True:
+                chunk = f.read(_HEADER_CHUNK)
+                data += chunk
+                end = data.find(b"\r\n\r\n")
+                if end >= 0:
+                    return data[: end + 4]
+                if len(chunk) < _HEADER_CHUNK:
+                    return data
+
+    def header_values(self, meta: MessageMeta) -> HeaderValues:
+        """The message's cached header fields (``store.headercache.CACHED_FIELDS``).
+
+        Read from its file (and cached) when the cache has no record of it.
+
+        Raises:
+            NotFound: no record, and the file is gone.
+        """
+        found = self.headers.get(meta.base)
+        if found is None:
+            found = header_values(self.read_header(meta))
+            self.headers.put_many([(meta.base, found)])
+        return found
 
     def _find(self, base: str) -> Path | None:
         """The file of ``base`` whatever its flags or subfolder (another program renamed it)."""
@@ -335,6 +372,10 @@ class Folder:
                 os.rename(tmp, dest)
                 placed.append(dest)
                 rows.append((base, mask, keywords, len(data), int(date or time.time())))
+            # Before the index names them, so that whoever finds a UID finds its record.
+            self.headers.put_many(
+                [(row[0], header_values(d)) for row, (d, _, _) in zip(rows, prepared, strict=True)]
+            )
             metas = self._commit(placed, rows, writing)
         except BaseException:
             writing.stop()
@@ -489,7 +530,12 @@ class Folder:
         gone = self.index.expunge(uids, only_deleted=only_deleted)
         for meta in gone:
             self._unlink(meta)
+        if gone:
+            self.headers.compact(self._live_bases, len(self.index))
         return gone
+
+    def _live_bases(self) -> list[str]:
+        return [row[1] for row in self.index.rows()]
 
     def _unlink(self, meta: MessageMeta) -> None:
         try:
@@ -513,6 +559,7 @@ class Folder:
             dest.mailbox.check_quota(sum(m.size for m in metas))
         placed: list[str] = []
         rows: list[_Row] = []
+        records: list[tuple[str, HeaderValues]] = []
         writing = dest._start_writing()
         try:
             for meta in metas:
@@ -529,6 +576,10 @@ class Folder:
                     os.rename(tmp, target)
                 placed.append(target)
                 rows.append((base, mask, meta.keywords, meta.size, meta.date))
+                values = self.headers.get(meta.base)
+                if values is not None:
+                    records.append((base, values))
+            dest.headers.put_many(records)
             new = dest._commit(placed, rows, writing)
         except BaseException:
             writing.stop()

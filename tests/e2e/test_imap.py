@@ -1477,3 +1477,39 @@ def test_search_text_answers_the_same_on_every_repeat_session_and_after_expunge(
             client.noop()
             assert ask(client, "TEXT") == expect(text_hits, gone)
             assert ask(client, "BODY") == expect(body_hits, gone)
+
+
+def test_envelope_and_header_search_are_byte_identical_with_and_without_the_header_cache(
+    main: ImapServer, user: str
+) -> None:
+    """INBOX gets header-cache records when the messages are stored; "Plain" holds the same
+    messages with its cache file removed, so the server reads their files (and makes the
+    records again as it goes). Every answer must be the same bytes."""
+    data_dir = Path(__file__).parent.parent / "data"
+    raws = [p.read_bytes() for p in sorted(data_dir.glob("*.eml"))]
+    raws.append(b"From: =?utf-8?q?J=C3=BCrgen?= <j@example.test>\r\nSubject: caf\xe9\r\n\r\nx\r\n")
+    main.store.mailbox(user).create_folder("Plain")
+    for raw in raws:
+        main.add(user, raw)
+        main.add(user, raw, "Plain")
+    plain_dir = main.store.mailbox(user).folder("Plain").dir
+    (plain_dir / "headers.cache").unlink()
+    commands = [
+        "FETCH 1:* (UID ENVELOPE)",
+        "UID SEARCH FROM example",
+        "UID SEARCH TO example",
+        "UID SEARCH CC example",
+        "UID SEARCH SUBJECT message",
+        "UID SEARCH HEADER Message-ID @",
+        "UID SEARCH FROM J",
+        "UID SEARCH OR FROM a SUBJECT b",
+        "UID SEARCH NOT BCC x",
+    ]
+    with main.login(user) as client:
+        answers = {}
+        for folder in ("INBOX", "Plain"):
+            client.ok(f"SELECT {folder}")
+            answers[folder] = [client.ok(command).untagged for command in commands]
+    assert answers["Plain"] == answers["INBOX"]
+    assert len(answers["INBOX"][0]) == len(raws)
+    assert len((plain_dir / "headers.cache").read_bytes().splitlines()) == len(raws)
