@@ -988,10 +988,24 @@ class Session:
         needles = _required_words(key)
         cache = self.services.summaries
         folder_key = (str(view.folder.dir), view.index.uidvalidity)
+        headers = view.folder.headers
+        # Header keys every match passes, on fields the folder's header cache holds: a
+        # message whose cached values fail one is dropped before anything is built for it.
+        header_tests = [
+            (name, test)
+            for name, test in search.required_header_tests(key)
+            if name in CACHED_FIELDS
+        ]
         for seq, uid in enumerate(view.uids, start=1):
             row = rows.get(uid)
             if row is None:
                 continue
+            if header_tests:
+                record = headers.get(row[1])
+                if record is not None and not all(
+                    test(fetch.decode_values(record.get(name, ()))) for name, test in header_tests
+                ):
+                    continue
             message = _Searchable(seq, row, view, self, headers_only=headers_only)
             if needles:
                 try:
