@@ -500,14 +500,13 @@ class ParsedMessage:
     Build it with :meth:`parse`; treat it as immutable.
     """
 
-    __slots__ = ("_fields", "_root", "_values", "body_start", "raw")
+    __slots__ = ("_body_start", "_fields", "_root", "_values", "raw")
 
     raw: bytes
-    body_start: int
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
-        self.body_start = _header_end(raw, 0, len(raw))
+        self._body_start: int | None = None  # BODY[] of the whole message never needs it
         self._fields: tuple[HeaderField, ...] | None = None
         self._root: BodyPart | None = None
         # header_value() answers by field name: a cached header is searched again and again.
@@ -522,6 +521,13 @@ class ParsedMessage:
     def size(self) -> int:
         """RFC822.SIZE of the stored message (RFC 3501 §7.4.2); the index keeps it too."""
         return len(self.raw)
+
+    @property
+    def body_start(self) -> int:
+        """Where the top-level body starts: the header block is ``raw[:body_start]``."""
+        if self._body_start is None:
+            self._body_start = _header_end(self.raw, 0, len(self.raw))
+        return self._body_start
 
     @property
     def header(self) -> bytes:
@@ -1208,7 +1214,7 @@ def render_item(attr: FetchAttr, msg: ParsedMessage, *, utf8: bool = False) -> b
         if attr.partial is not None:
             data = partial(data, *attr.partial)
             label += b"<%d>" % attr.partial[0]
-        return label + b" " + responses.literal(data)
+        return b" ".join((label, responses.literal(data)))  # one copy of the data, not two
     if name in ("BINARY[]", "BINARY.SIZE[]"):
         decoded = binary_section(msg, spec)
         if decoded is None:

@@ -816,8 +816,14 @@ class Session:
             return
         if cmd.changed_since is not None:
             self.enabled.add("CONDSTORE")
-        await self._io(view.folder.refresh)
-        uids = view.resolve(cmd.set, uid=cmd.uid)
+
+        def entries_of_set() -> tuple[list[int], list[tuple[int, MessageMeta]]]:
+            view.folder.refresh()
+            uids = view.resolve(cmd.set, uid=cmd.uid)
+            return uids, view.metas(uids)
+
+        # One trip to a worker thread for the index work (a short FETCH is mostly trips).
+        uids, entries = await self._io(entries_of_set)
         if cmd.vanished and cmd.changed_since is not None:
             # "*" covers every UID handed out, or expunging the newest ones would go unsaid;
             # UIDs still in the view are reported (VANISHED, not EARLIER) below.
@@ -844,7 +850,6 @@ class Session:
             or (a.name == "BINARY[]" and not a.peek)
             for a in attrs
         )
-        entries = await self._io(view.metas, uids)
         if cmd.changed_since is not None:
             entries = [(s, m) for s, m in entries if m.modseq > cmd.changed_since]
         missing = len(entries) < len(uids)
@@ -944,7 +949,7 @@ class Session:
             if changed is not None and not flags_sent:
                 items.append(b"FLAGS " + _flags(view, meta))
                 flags_sent = True
-            blob = responses.untagged(b"%d FETCH (" % seq + b" ".join(items) + b")")
+            blob = responses.fetch_response(seq, items)
             out.append((blob, meta if flags_sent else None, changed is not None))
         return out
 
