@@ -252,30 +252,47 @@ class Folder:
     def open_message(self, meta: MessageMeta) -> io.FileIO:
         """The message file opened for reading (binary, unbuffered).
 
-        Opens the path the index names first and looks further only when that fails, so a
-        read costs one ``open`` (no ``stat`` before it).
-
         Raises:
             NotFound: the file is gone (expunged meanwhile, or removed behind our back).
         """
+        return io.FileIO(self._open_fd(meta))
+
+    def _open_fd(self, meta: MessageMeta) -> int:
+        """A descriptor of the message file, opened for reading.
+
+        Opens the path the index names first and looks further only when that fails, so a
+        read costs one ``open`` (no ``stat`` before it).
+        """
+        flags = os.O_RDONLY | os.O_CLOEXEC
         for _attempt in range(3):
             try:
-                return io.FileIO(f"{self._dir_str}/{meta.relpath}")
+                return os.open(f"{self._dir_str}/{meta.relpath}", flags)
             except FileNotFoundError:
                 pass
             try:
                 found = self._find(meta.base)
                 if found is None:
                     break
-                return io.FileIO(found)
+                return os.open(found, flags)
             except FileNotFoundError:
                 continue  # renamed by a flag change between lookup and open
         raise NotFound(f"message file of UID {meta.uid} is missing")
 
     def read_message(self, meta: MessageMeta) -> bytes:
         """The whole message of an index entry the caller already has. Raises NotFound."""
-        with self.open_message(meta) as f:
-            return f.readall()
+        fd = self._open_fd(meta)
+        try:
+            # The index knows the size: one read, and no stat or read of the end, when the
+            # file is that size (message files never change); otherwise read to the end.
+            data = os.read(fd, meta.size + 1)
+            if len(data) == meta.size:
+                return data
+            parts = [data]
+            while chunk := os.read(fd, 1 << 20):
+                parts.append(chunk)
+            return b"".join(parts)
+        finally:
+            os.close(fd)
 
     def read_header(self, meta: MessageMeta) -> bytes:
         """The message's header block, blank line included (the whole file if it has none).

@@ -480,3 +480,12 @@ def test_read_message_follows_a_file_renamed_behind_the_index(mailbox: Mailbox) 
     os.unlink(inbox.dir / f"cur/{meta.base}:2,S")
     with pytest.raises(NotFound):
         inbox.read_message(meta)
+
+
+def test_read_message_reads_the_whole_file_whatever_size_the_index_says(mailbox: Mailbox) -> None:
+    inbox = mailbox.folder("INBOX")
+    meta = inbox.append(CRLF_MESSAGE)
+    path = inbox.dir / meta.relpath
+    for changed in (CRLF_MESSAGE + b"x" * 3_000_000, CRLF_MESSAGE[:10], b""):
+        path.write_bytes(changed)  # another program rewrote it (files are not meant to change)
+        assert inbox.read_message(meta) == changed
