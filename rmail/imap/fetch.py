@@ -51,19 +51,20 @@ __all__ = [
     "UnknownTransferEncoding",
     "binary_section",
     "binary_size",
+    "body_text_as_stored",
     "bodystructure",
     "decode_values",
     "envelope",
     "envelope_of_values",
     "header_addresses",
     "header_text",
+    "header_text_as_stored",
     "header_value",
     "partial",
     "render_envelope",
     "render_item",
     "section",
     "sent_date",
-    "text_as_stored",
     "text_content",
 ]
 
@@ -1329,20 +1330,23 @@ def _codec_name(charset: str | None) -> str:
         return "utf-8"
 
 
-def text_as_stored(msg: ParsedMessage) -> bool:
-    """Whether :func:`header_text` and :func:`text_content` show the message's ASCII text as
-    it is stored: every ASCII word (no white space) found in either after case folding is in
-    the stored bytes too, in ASCII lower case.
-
-    True when the top-level header is ASCII without RFC 2047 encoded words and every text
-    part has no base64 or quoted-printable encoding and an ASCII-compatible charset (one
-    other than UTF-8 only for an ASCII body). A SEARCH for ASCII words can then skip such a
-    message by looking at its bytes, as long as the bytes hold no non-ASCII character whose
-    case folding is ASCII (the caller checks that).
+def header_text_as_stored(msg: ParsedMessage) -> bool:
+    """Whether :func:`header_text` shows the header's ASCII words as they are stored: every
+    ASCII word (no white space) in it after case folding is in the stored header too, in
+    ASCII lower case. True for an ASCII header without RFC 2047 encoded words.
     """
     header = msg.header
-    if b"=?" in header or not header.isascii():
-        return False
+    return b"=?" not in header and header.isascii()
+
+
+def body_text_as_stored(msg: ParsedMessage) -> bool:
+    """:func:`header_text_as_stored` for :func:`text_content`.
+
+    True when every text part has no base64 or quoted-printable encoding and an
+    ASCII-compatible charset (one other than UTF-8 only for an ASCII body). A SEARCH for
+    ASCII words can then judge the message by its bytes, as long as they hold no non-ASCII
+    character whose case folding is ASCII (the caller checks that).
+    """
     for part in _text_parts(msg.root):
         if part.cte in ("base64", "quoted-printable"):
             return False

@@ -46,7 +46,15 @@ from rmail.errors import (
 from rmail.events import EventBus, FlagsChanged, MessageAdded, MessagesExpunged
 from rmail.imap import fetch, mutf7, responses, search, thread
 from rmail.imap.parser import commands as c
-from rmail.imap.parser.types import FetchAttr, SearchAnd, SearchKey, SearchText, SequenceSet
+from rmail.imap.parser.types import (
+    FetchAttr,
+    SearchAnd,
+    SearchKey,
+    SearchNot,
+    SearchOr,
+    SearchText,
+    SequenceSet,
+)
 from rmail.imap.responses import Code
 from rmail.imap.selected import BadSequence, ClaimRecent, SelectedView
 from rmail.store import Store
@@ -991,6 +999,7 @@ class Session:
         rows = {row[0]: row for row in view.index.rows()}
         headers_only = not search.needs_content(key)
         needles = _required_words(key)
+        only_required_words = len(needles) == _text_keys(key)
         cache = self.services.summaries
         folder_key = (str(view.folder.dir), view.index.uidvalidity)
         headers = view.folder.headers
@@ -1017,25 +1026,39 @@ class Session:
                     raw = view.folder.read_message(message.meta)
                 except NotFound:
                     continue
-                # Whether the message's decoded text shows its ASCII words as stored: known
-                # from an earlier search, or found by looking for encodings (and, only if
-                # there are some, by parsing it), and remembered for the next search.
-                plain_key = (*folder_key, uid, "text_as_stored")
-                plain: bool | None = cache.get(plain_key)
-                verdict = _may_contain(raw, needles, plain=plain)
-                if verdict is None:
-                    parsed = fetch.ParsedMessage.parse(raw)
-                    plain = fetch.text_as_stored(parsed)
-                    cache.put(plain_key, plain)
-                    if plain:
-                        continue
-                    message.set_parsed(parsed)
-                elif verdict:
+                lowered = raw.lower()
+                if not _lacks_a_word(raw, lowered, needles):
                     message.set_parsed(fetch.ParsedMessage.parse(raw))
-                else:
-                    if plain is None:
-                        cache.put(plain_key, True)
+                    yield message
                     continue
+                # The bytes lack a word. Whether the decoded header and body show their
+                # ASCII words as stored decides: known from an earlier search, or found by
+                # looking for encodings and, only if there are some, by parsing.
+                plain_key = (*folder_key, uid, "as_stored")
+                plain: tuple[bool, bool] | None = cache.get(plain_key)
+                parsed = None
+                if plain is None:
+                    if _has_encoding(lowered):
+                        parsed = fetch.ParsedMessage.parse(raw)
+                        plain = (
+                            fetch.header_text_as_stored(parsed),
+                            fetch.body_text_as_stored(parsed),
+                        )
+                    else:
+                        plain = (True, True)
+                    cache.put(plain_key, plain)
+                header_plain, body_plain = plain
+                if header_plain and body_plain:
+                    continue  # its text cannot hold the word either
+                message.set_parsed(parsed or fetch.ParsedMessage.parse(raw))
+                if (
+                    body_plain
+                    and only_required_words
+                    and not any(word in lowered for word in needles)
+                ):
+                    # Every TEXT/BODY key is a word these bytes lack, so the body cannot
+                    # hold one: no need to decode it to say so.
+                    message.body_lacks_words = True
             yield message
 
     def _run_search(self, view: SelectedView, key: SearchKey) -> list[search.SearchableMessage]:
@@ -1316,6 +1339,7 @@ class _Searchable:
         "_row",
         "_session",
         "_view",
+        "body_lacks_words",
         "internal_date",
         "modseq",
         "recent",
@@ -1345,6 +1369,9 @@ class _Searchable:
         self._headers_only = headers_only
         self._meta: MessageMeta | None = None
         self._parsed: fetch.ParsedMessage | None = None
+        # Set by the search when every TEXT/BODY key of it is a word the body cannot hold
+        # (see Session._candidates): body_text() is then empty, which answers them alike.
+        self.body_lacks_words = False
 
     @property
     def meta(self) -> MessageMeta:
@@ -1387,6 +1414,8 @@ class _Searchable:
         return fetch.header_text(self._msg())
 
     def body_text(self) -> str:
+        if self.body_lacks_words:
+            return ""
         return fetch.text_content(self._msg())
 
     def sent_date(self) -> Any:
@@ -1438,33 +1467,41 @@ _FOLDS_TO_ASCII: Final = (
 )
 
 
-def _may_contain(raw: bytes, words: Sequence[bytes], *, plain: bool | None = None) -> bool | None:
-    """Whether the decoded text of ``raw`` may contain every word (a SEARCH shortcut).
+def _text_keys(key: SearchKey) -> int:
+    """How many TEXT/BODY keys ``key`` holds, at any depth."""
+    if isinstance(key, SearchText):
+        return 1
+    if isinstance(key, SearchAnd):
+        return sum(_text_keys(sub) for sub in key.keys)
+    if isinstance(key, SearchOr):
+        return _text_keys(key.left) + _text_keys(key.right)
+    if isinstance(key, SearchNot):
+        return _text_keys(key.key)
+    return 0
 
-    For an ASCII word, a message whose bytes lack it and that has nothing encoded cannot
-    match case-insensitively once decoded either, so it need not be parsed: False. True:
-    the bytes hold every word, or a non-ASCII character that case-folds to ASCII, or
-    ``plain`` is False (the message's decoded text is known to differ from its bytes).
-    None: the bytes lack a word but hold an encoding marker, so only the decoded text
-    can tell (see :func:`fetch.text_as_stored`); with ``plain`` True (known to read as
-    stored) the markers are not looked for.
+
+def _lacks_a_word(raw: bytes, lowered: bytes, words: Sequence[bytes]) -> bool:
+    """Whether the bytes of a message (and ``lowered``, the same in ASCII lower case) lack
+    one of the ASCII ``words`` and hold no non-ASCII character that case-folds to ASCII.
+
+    Only then can its bytes tell that its decoded text lacks the word (SEARCH shortcut).
     """
-    lowered = raw.lower()
     for word in words:
         if word not in lowered:
             break
     else:
-        return True
+        return False
     if not raw.isascii():
         for marker in _FOLDS_TO_ASCII:
             if marker in lowered:
-                return True
-    if plain is not None:
-        return not plain
-    for marker in _ENCODED:
-        if marker in lowered:
-            return None
-    return False
+                return False
+    return True
+
+
+def _has_encoding(lowered: bytes) -> bool:
+    """Whether a message's bytes (in ASCII lower case) hold an encoding marker: without
+    one, its decoded text shows its ASCII words as they are stored."""
+    return any(marker in lowered for marker in _ENCODED)
 
 
 def _release(messages: Iterable[Any]) -> None:

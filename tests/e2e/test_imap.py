@@ -1440,15 +1440,22 @@ def test_search_text_answers_the_same_on_every_repeat_session_and_after_expunge(
             b"Content-Transfer-Encoding: quoted-printable\r\n", b"xylo=\r\nphone\r\n"
         ),
         "encoded subject": b"Subject: =?utf-8?q?" + word + b"?=\r\n\r\nnothing\r\n",
+        # base64 encoded words: the bytes do not show the word (nor "marimba" below)
+        "b-encoded subject": b"Subject: =?utf-8?b?eHlsb3Bob25l?=\r\n\r\nnothing\r\n",
+        "b-encoded subject, marimba body": b"Subject: =?utf-8?b?eHlsb3Bob25l?=\r\n\r\nmarimba\r\n",
+        "b-encoded marimba subject": b"Subject: =?utf-8?b?bWFyaW1iYQ==?=\r\n\r\n" + word + b"\r\n",
         "utf-16 miss": _mime(
             b"Content-Type: text/plain; charset=utf-16\r\nContent-Transfer-Encoding: base64\r\n",
             base64.b64encode("nothing".encode("utf-16")) + b"\r\n",
         ),
     }
     uids = {name: main.add(user, data) for name, data in kinds.items()}
-    text_hits = ["plain hit", "base64 text hit", "text beside attachment", "quoted-printable hit"]
-    text_hits.append("encoded subject")
-    body_hits = text_hits[:-1]
+    body_hits = ["plain hit", "base64 text hit", "text beside attachment", "quoted-printable hit"]
+    body_hits.append("b-encoded marimba subject")
+    text_hits = [*body_hits, "encoded subject", "b-encoded subject"]
+    text_hits.append("b-encoded subject, marimba body")
+    # TEXT xylophone BODY marimba: the word in the header, the other in the body.
+    both_hits = ["b-encoded subject, marimba body"]
 
     def expect(names: list[str], gone: set[str]) -> list[bytes]:
         return [b" ".join(b"%d" % uids[n] for n in sorted(names, key=uids.get) if n not in gone)]
@@ -1468,6 +1475,10 @@ def test_search_text_answers_the_same_on_every_repeat_session_and_after_expunge(
         for client in (one, one, two):
             assert ask(client, "TEXT") == expect(text_hits, set())
             assert ask(client, "BODY") == expect(body_hits, set())
+            typ, data = client.uid("SEARCH", "TEXT", "xylophone", "BODY", "marimba")
+            assert (typ, data) == ("OK", expect(both_hits, set()))
+            typ, data = client.uid("SEARCH", "TEXT", "marimba", "BODY", "xylophone")
+            assert (typ, data) == ("OK", expect(["b-encoded marimba subject"], set()))
         gone = {"plain hit", "attachment only"}
         for name in gone:
             one.uid("STORE", str(uids[name]), "+FLAGS.SILENT", "(\\Deleted)")
