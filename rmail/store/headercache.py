@@ -132,7 +132,7 @@ class HeaderCache:
                 finally:
                     os.close(fd)
             except OSError as exc:
-                logger.warning("cannot write header cache path=%s error=%s", self._path, exc)
+                logger.warning("cannot write header cache path=%s reason=%s", self._path, exc)
                 return
             self._lines += len(records)
             if (st.st_ino, st.st_dev) == self._file_id and st.st_size == self._offset + written:
@@ -158,7 +158,7 @@ class HeaderCache:
                 atomic_write(Path(self._path), data, fsync=False)
                 st = os.stat(self._path)
             except OSError as exc:
-                logger.warning("cannot compact header cache path=%s error=%s", self._path, exc)
+                logger.warning("cannot compact header cache path=%s reason=%s", self._path, exc)
                 return
             self._file_id, self._offset = (st.st_ino, st.st_dev), st.st_size
             self._lines = len(self._records)
@@ -179,7 +179,7 @@ class HeaderCache:
                 f.seek(self._offset)
                 data = f.read(st.st_size - self._offset)
         except OSError as exc:
-            logger.warning("cannot read header cache path=%s error=%s", self._path, exc)
+            logger.warning("cannot read header cache path=%s reason=%s", self._path, exc)
             return
         end = data.rfind(b"\n") + 1
         if end == 0:
