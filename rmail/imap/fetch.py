@@ -31,13 +31,16 @@ import email.errors
 import email.header
 import email.utils
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final, NamedTuple
 
 from rmail.errors import InvalidInput
 from rmail.imap import responses
 from rmail.imap.parser.types import FetchAttr, Section
+from rmail.mime import HeaderField
+from rmail.mime import header_end as _header_end
+from rmail.mime import parse_fields as _parse_fields
 
 __all__ = [
     "MAX_MIME_DEPTH",
@@ -48,12 +51,17 @@ __all__ = [
     "UnknownTransferEncoding",
     "binary_section",
     "binary_size",
+    "body_text_as_stored",
     "bodystructure",
+    "decode_values",
     "envelope",
+    "envelope_of_values",
     "header_addresses",
     "header_text",
+    "header_text_as_stored",
     "header_value",
     "partial",
+    "render_envelope",
     "render_item",
     "section",
     "sent_date",
@@ -68,10 +76,6 @@ _MISSING_DOMAIN: Final = "MISSING_DOMAIN"
 _CRLF: Final = b"\r\n"
 _NIL: Final = b"NIL"
 
-# A header field: name, optional WSP, colon, value, folded continuation lines (RFC 5322 §2.2).
-# Lines that are not fields (no colon) are skipped, as every MUA does.
-_FIELD_RE: Final = re.compile(rb"(?m)^([^\x00-\x20\x7f:]+)[ \t]*:.*(?:\n[ \t].*)*\n?")
-_BLANK_LINE_RE: Final = re.compile(rb"\n\r?\n")
 _LONG_LINE_RE: Final = re.compile(rb"[^\r\n]{999}")  # RFC 5322 §2.1.1: 998 octets a line
 _BASE64_JUNK_RE: Final = re.compile(rb"[^A-Za-z0-9+/]")
 _QP_TRAILING_WS_RE: Final = re.compile(rb"[ \t]+(?=\r?\n)")
@@ -94,52 +98,6 @@ class UnknownTransferEncoding(InvalidInput):
 
 
 # -- header fields ----------------------------------------------------------------------------
-
-
-class HeaderField(NamedTuple):
-    """One header field as stored.
-
-    ``name`` is lower case; ``raw`` is the whole field (name, colon, value, folding and the
-    line ending) exactly as in the message; ``colon`` is the offset of the colon in ``raw``.
-    """
-
-    name: str
-    raw: bytes
-    colon: int
-
-    @property
-    def value(self) -> str:
-        """The unfolded value (RFC 5322 §2.2.3): CR and LF removed, leading blanks stripped.
-
-        Trailing blanks are kept, as Dovecot does. Bytes that are not UTF-8 survive as lone
-        surrogates (``surrogateescape``), so encoding back gives the stored octets.
-        """
-        data = self.raw[self.colon + 1 :].replace(b"\r", b"").replace(b"\n", b"")
-        return data.lstrip(b" \t").decode("utf-8", "surrogateescape")
-
-
-def _parse_fields(raw: bytes, start: int, end: int) -> tuple[HeaderField, ...]:
-    """Split the header block ``raw[start:end]`` into fields, in message order."""
-    fields = []
-    for match in _FIELD_RE.finditer(raw, start, end):
-        whole = match.group(0)
-        colon = whole.index(b":", match.end(1) - match.start(0))
-        fields.append(HeaderField(match.group(1).decode("latin-1").lower(), whole, colon))
-    return tuple(fields)
-
-
-def _header_end(raw: bytes, start: int, end: int) -> int:
-    """Where the body of the entity ``raw[start:end]`` starts (after the blank line).
-
-    The header block is ``raw[start:result]``, blank line included. An entity that starts with
-    a blank line has an empty header; one without a blank line is all header (RFC 5322 §2.1).
-    """
-    if end - start >= 2 and raw[start : start + 2] == _CRLF:
-        return start + 2
-    if end > start and raw[start] == 0x0A:
-        return start + 1
-    match = _BLANK_LINE_RE.search(raw, start, end)
-    return end if match is None else match.end()
 
 
 def _first(fields: tuple[HeaderField, ...], name: str) -> HeaderField | None:
@@ -543,16 +501,17 @@ class ParsedMessage:
     Build it with :meth:`parse`; treat it as immutable.
     """
 
-    __slots__ = ("_fields", "_root", "body_start", "raw")
+    __slots__ = ("_body_start", "_fields", "_root", "_values", "raw")
 
     raw: bytes
-    body_start: int
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
-        self.body_start = _header_end(raw, 0, len(raw))
+        self._body_start: int | None = None  # BODY[] of the whole message never needs it
         self._fields: tuple[HeaderField, ...] | None = None
         self._root: BodyPart | None = None
+        # header_value() answers by field name: a cached header is searched again and again.
+        self._values: dict[str, list[str]] = {}
 
     @classmethod
     def parse(cls, raw: bytes) -> ParsedMessage:
@@ -563,6 +522,13 @@ class ParsedMessage:
     def size(self) -> int:
         """RFC822.SIZE of the stored message (RFC 3501 §7.4.2); the index keeps it too."""
         return len(self.raw)
+
+    @property
+    def body_start(self) -> int:
+        """Where the top-level body starts: the header block is ``raw[:body_start]``."""
+        if self._body_start is None:
+            self._body_start = _header_end(self.raw, 0, len(self.raw))
+        return self._body_start
 
     @property
     def header(self) -> bytes:
@@ -896,7 +862,10 @@ def _envelope_values(msg: ParsedMessage | BodyPart) -> dict[str, str]:
 
 
 def _envelope_of(msg: ParsedMessage | BodyPart, utf8: bool) -> bytes:
-    found = _envelope_values(msg)
+    return _render_envelope(_envelope_values(msg), utf8)
+
+
+def _render_envelope(found: Mapping[str, str], utf8: bool) -> bytes:
     from_ = _parse_address_list(found.get("from", ""))
     # RFC 3501 §7.4.2: absent or empty Sender / Reply-To take the From value.
     sender = _parse_address_list(found.get("sender", "")) or from_
@@ -933,6 +902,18 @@ def envelope(msg: ParsedMessage | BodyPart, *, utf8: bool = False) -> bytes:
         utf8: The client enabled UTF-8 (RFC 6855): 8-bit strings may be quoted.
     """
     return _envelope_of(msg, utf8)
+
+
+def envelope_of_values(values: Mapping[str, Sequence[str]], *, utf8: bool = False) -> bytes:
+    """:func:`envelope` from a message's header values (field name -> unfolded values in
+    message order, as ``rmail.store.headercache`` keeps them) instead of its bytes."""
+    found = {name: items[0] for name, items in values.items() if name in _ENVELOPE_FIELDS and items}
+    return _render_envelope(found, utf8)
+
+
+def render_envelope(values: Mapping[str, Sequence[str]], *, utf8: bool = False) -> bytes:
+    """The ENVELOPE FETCH item, as :func:`render_item` gives it, from header values."""
+    return b"ENVELOPE " + envelope_of_values(values, utf8=utf8)
 
 
 def header_addresses(msg: ParsedMessage | BodyPart, name: str) -> list[Address]:
@@ -1234,7 +1215,7 @@ def render_item(attr: FetchAttr, msg: ParsedMessage, *, utf8: bool = False) -> b
         if attr.partial is not None:
             data = partial(data, *attr.partial)
             label += b"<%d>" % attr.partial[0]
-        return label + b" " + responses.literal(data)
+        return b" ".join((label, responses.literal(data)))  # one copy of the data, not two
     if name in ("BINARY[]", "BINARY.SIZE[]"):
         decoded = binary_section(msg, spec)
         if decoded is None:
@@ -1277,7 +1258,19 @@ def _decode_words(value: str) -> str:
 def header_value(msg: ParsedMessage | BodyPart, name: str) -> list[str]:
     """Every ``name`` field's value, unfolded and RFC 2047-decoded (SEARCH HEADER, SORT)."""
     wanted = name.lower()
+    if isinstance(msg, ParsedMessage):
+        values = msg._values.get(wanted)
+        if values is None:
+            values = msg._values[wanted] = [
+                _decode_words(f.value) for f in msg.fields if f.name == wanted
+            ]
+        return list(values)
     return [_decode_words(f.value) for f in msg.fields if f.name == wanted]
+
+
+def decode_values(values: Iterable[str]) -> list[str]:
+    """Unfolded header values RFC 2047-decoded, as :func:`header_value` gives them."""
+    return [_decode_words(value) for value in values]
 
 
 def header_text(msg: ParsedMessage | BodyPart) -> str:
@@ -1318,6 +1311,51 @@ def text_content(msg: ParsedMessage) -> str:
             decoded = part.body
         chunks.append(_charset_decode(decoded, part.charset))
     return "\n".join(chunks)
+
+
+# Codecs that read every ASCII octet as that ASCII character (and which _charset_decode
+# really uses: ``us-ascii``, unknown names and non-text codecs become UTF-8).
+_ASCII_SUPERSETS: Final = frozenset(
+    {"ascii", "utf-8", "cp1250", "cp1251", "cp1252", "cp1253", "cp1254", "cp1255", "cp1256",
+     "cp1257", "cp1258", "koi8-r", "koi8-u"}
+    | {f"iso8859-{n}" for n in range(1, 17) if n != 12}
+)  # fmt: skip
+
+
+def _codec_name(charset: str | None) -> str:
+    """The codec :func:`_charset_decode` looks up for ``charset`` (UTF-8 if none is found)."""
+    try:
+        return codecs.lookup((charset or "us-ascii").strip().lower()).name
+    except (LookupError, UnicodeError, ValueError):
+        return "utf-8"
+
+
+def header_text_as_stored(msg: ParsedMessage) -> bool:
+    """Whether :func:`header_text` shows the header's ASCII words as they are stored: every
+    ASCII word (no white space) in it after case folding is in the stored header too, in
+    ASCII lower case. True for an ASCII header without RFC 2047 encoded words.
+    """
+    header = msg.header
+    return b"=?" not in header and header.isascii()
+
+
+def body_text_as_stored(msg: ParsedMessage) -> bool:
+    """:func:`header_text_as_stored` for :func:`text_content`.
+
+    True when every text part has no base64 or quoted-printable encoding and an
+    ASCII-compatible charset (one other than UTF-8 only for an ASCII body). A SEARCH for
+    ASCII words can then judge the message by its bytes, as long as they hold no non-ASCII
+    character whose case folding is ASCII (the caller checks that).
+    """
+    for part in _text_parts(msg.root):
+        if part.cte in ("base64", "quoted-printable"):
+            return False
+        codec = _codec_name(part.charset)
+        if codec not in _ASCII_SUPERSETS:
+            return False
+        if codec not in ("ascii", "utf-8") and not part.body.isascii():
+            return False
+    return True
 
 
 def sent_date(msg: ParsedMessage | BodyPart) -> datetime.datetime | None:

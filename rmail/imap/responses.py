@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime
 import enum
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final, Literal
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "UntaggedStatus",
     "astring",
     "continuation",
+    "fetch_response",
     "flags_list",
     "imap_list",
     "internaldate",
@@ -305,6 +306,20 @@ def tagged(
 def untagged(text: bytes) -> bytes:
     """An untagged response line ``* text`` (RFC 3501 §7). ``text`` is sent as it is."""
     return b"* " + text + _CRLF
+
+
+def fetch_response(seq: int, items: Sequence[bytes]) -> bytes:
+    """``* seq FETCH (item item ...)`` (RFC 3501 §7.4.2).
+
+    Joined in one copy: an item can be a message of megabytes.
+    """
+    parts = [b"* %d FETCH (" % seq]
+    for item in items:
+        parts += (item, b" ")
+    if items:
+        parts.pop()  # the separator after the last item
+    parts.append(b")\r\n")
+    return b"".join(parts)
 
 
 def untagged_status(

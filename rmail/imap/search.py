@@ -24,7 +24,7 @@ from __future__ import annotations
 import bisect
 import calendar
 import datetime
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Protocol, TypeVar, assert_never
 
 from rmail.imap.parser.types import (
@@ -48,6 +48,7 @@ __all__ = [
     "matches",
     "needs_content",
     "needs_headers",
+    "required_header_tests",
     "search",
     "uses_modseq",
 ]
@@ -164,9 +165,25 @@ def search(
         The matching messages, in input order.
     """
     predicate = _compile(key, max_seq=max_seq, max_uid=max_uid, saved=saved)
-    if _reads_message(key):
+    if _content_keys(key) > 1:
         return [msg for msg in messages if predicate(_Memo(msg))]
+    # With at most one key reading the message, each accessor is called once anyway.
     return [msg for msg in messages if predicate(msg)]
+
+
+def required_header_tests(key: SearchKey) -> list[tuple[str, Callable[[Sequence[str]], bool]]]:
+    """Header tests every match of ``key`` passes: (field name in lower case, test of that
+    field's decoded values, as ``SearchableMessage.header_values`` gives them) for each
+    HEADER/BCC/CC/FROM/SUBJECT/TO key ANDed at the top of ``key``.
+
+    A caller with a message's values of such a field at hand (a cache) can drop a message
+    that fails one before it builds a :class:`SearchableMessage` for :func:`search`.
+    """
+    if isinstance(key, SearchHeader):
+        return [(key.name.lower(), _values_test(key.value))]
+    if isinstance(key, SearchAnd):
+        return [test for sub in key.keys for test in required_header_tests(sub)]
+    return []
 
 
 def needs_headers(key: SearchKey) -> bool:
@@ -223,6 +240,26 @@ def _any_key(key: SearchKey, test: Callable[[SearchKey], bool]) -> bool:
             case _:
                 pass
     return False
+
+
+def _content_keys(key: SearchKey) -> int:
+    """How many keys in ``key`` read the message (headers or text)."""
+    count = 0
+    stack: list[SearchKey] = [key]
+    while stack:
+        current = stack.pop()
+        if _wants_headers(current) or isinstance(current, SearchText):
+            count += 1
+        match current:
+            case SearchNot(key=inner):
+                stack.append(inner)
+            case SearchOr(left=left, right=right):
+                stack.extend((left, right))
+            case SearchAnd(keys=keys):
+                stack.extend(keys)
+            case _:
+                pass
+    return count
 
 
 def _reads_message(key: SearchKey) -> bool:
@@ -374,14 +411,18 @@ def _sent_predicate(op: str, date: datetime.date) -> _Predicate:
 
 
 def _header_predicate(name: str, value: str) -> _Predicate:
-    """HEADER name value, and BCC/CC/FROM/SUBJECT/TO (RFC 3501 §6.4.4).
+    """HEADER name value, and BCC/CC/FROM/SUBJECT/TO (RFC 3501 §6.4.4)."""
+    test = _values_test(value)
+    return lambda m: test(m.header_values(name))
 
-    An empty value matches every message that has the field.
-    """
+
+def _values_test(value: str) -> Callable[[Sequence[str]], bool]:
+    """Whether a field's decoded values match ``value``; an empty value matches every
+    message that has the field."""
     needle = value.casefold()
     if not needle:
-        return lambda m: bool(m.header_values(name))
-    return lambda m: any(needle in v.casefold() for v in m.header_values(name))
+        return bool
+    return lambda values: any(needle in v.casefold() for v in values)
 
 
 def _text_predicate(where: str, value: str) -> _Predicate:

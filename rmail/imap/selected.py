@@ -25,7 +25,6 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
-from rmail.errors import NotFound
 from rmail.imap import responses
 from rmail.imap.parser.types import SequenceSet
 from rmail.store.maildir import Folder
@@ -125,18 +124,16 @@ class SelectedView:
         return [self.uids[s - 1] for s in seqs if 1 <= s <= count]
 
     def metas(self, uids: list[int]) -> list[tuple[int, MessageMeta]]:
-        """(sequence number, index entry) of each UID still in the index (worker thread)."""
-        out = []
-        index = self.index
+        """(sequence number, index entry) of each UID still in the index (worker thread).
+
+        A UID expunged by someone else is left out; it is reported at the next allowed moment.
+        """
+        seqs: dict[int, int] = {}
         for uid in uids:
             seq = self.seq_of(uid)
-            if seq is None:
-                continue
-            try:
-                out.append((seq, index.get(uid)))
-            except NotFound:
-                continue  # expunged by someone else; reported at the next allowed moment
-        return out
+            if seq is not None:
+                seqs[uid] = seq
+        return [(seqs[meta.uid], meta) for meta in self.index.get_many(seqs)]
 
     def mark_own(self, meta: MessageMeta) -> None:
         """This session answered a change itself; do not report it again."""

@@ -46,13 +46,22 @@ from rmail.errors import (
 from rmail.events import EventBus, FlagsChanged, MessageAdded, MessagesExpunged
 from rmail.imap import fetch, mutf7, responses, search, thread
 from rmail.imap.parser import commands as c
-from rmail.imap.parser.types import FetchAttr, SearchAnd, SearchKey, SearchText, SequenceSet
+from rmail.imap.parser.types import (
+    FetchAttr,
+    SearchAnd,
+    SearchKey,
+    SearchNot,
+    SearchOr,
+    SearchText,
+    SequenceSet,
+)
 from rmail.imap.responses import Code
 from rmail.imap.selected import BadSequence, ClaimRecent, SelectedView
 from rmail.store import Store
 from rmail.store.accounts import Account
+from rmail.store.headercache import CACHED_FIELDS, HeaderValues
 from rmail.store.maildir import INBOX, Folder, FolderInfo, Mailbox
-from rmail.store.mailindex import DELETED, SEEN, MessageMeta
+from rmail.store.mailindex import DELETED, SEEN, MessageMeta, MessageRow, mask_to_flags
 
 __all__ = ["Conn", "ImapServices", "Session"]
 
@@ -65,8 +74,6 @@ _PARSE_CACHE: Final = 64
 # Cached ENVELOPE/BODYSTRUCTURE renderings and parsed headers shared by all sessions:
 # a few KB each, so some tens of MB at most.
 _SUMMARY_CACHE: Final = 20_000
-# A header block is read in pieces of this size until its blank line.
-_HEADER_CHUNK: Final = 16384
 # FETCH renders this many messages per trip to a worker thread.
 _FETCH_CHUNK: Final = 200
 _ERROR_CODES: Final[tuple[tuple[type[RmailError], Code | None], ...]] = (
@@ -760,16 +767,11 @@ class Session:
     def _store_all(
         folder: Folder, uids: list[int], cmd: c.StoreCommand
     ) -> list[tuple[int, MessageMeta, MessageMeta | None]]:
-        out: list[tuple[int, MessageMeta, MessageMeta | None]] = []
-        for uid in uids:
-            try:
-                before, after = folder.change_flags(
-                    uid, cmd.op, cmd.flags, unchanged_since=cmd.unchanged_since
-                )
-            except NotFound:
-                continue  # expunged meanwhile; the client hears of it later
-            out.append((uid, before, after))
-        return out
+        # A UID expunged meanwhile is left out; the client hears of it later.
+        changes = folder.change_flags_many(
+            uids, cmd.op, cmd.flags, unchanged_since=cmd.unchanged_since
+        )
+        return [(before.uid, before, after) for before, after in changes]
 
     async def do_copy(self, cmd: c.CopyCommand) -> None:
         await self._copy_or_move(cmd.tag, cmd.set, cmd.mailbox, cmd.uid, move=False)
@@ -822,8 +824,14 @@ class Session:
             return
         if cmd.changed_since is not None:
             self.enabled.add("CONDSTORE")
-        await self._io(view.folder.refresh)
-        uids = view.resolve(cmd.set, uid=cmd.uid)
+
+        def entries_of_set() -> tuple[list[int], list[tuple[int, MessageMeta]]]:
+            view.folder.refresh()
+            uids = view.resolve(cmd.set, uid=cmd.uid)
+            return uids, view.metas(uids)
+
+        # One trip to a worker thread for the index work (a short FETCH is mostly trips).
+        uids, entries = await self._io(entries_of_set)
         if cmd.vanished and cmd.changed_since is not None:
             # "*" covers every UID handed out, or expunging the newest ones would go unsaid;
             # UIDs still in the view are reported (VANISHED, not EARLIER) below.
@@ -850,14 +858,13 @@ class Session:
             or (a.name == "BINARY[]" and not a.peek)
             for a in attrs
         )
-        entries = await self._io(view.metas, uids)
         if cmd.changed_since is not None:
             entries = [(s, m) for s, m in entries if m.modseq > cmd.changed_since]
         missing = len(entries) < len(uids)
         for start in range(0, len(entries), _FETCH_CHUNK):
             chunk = entries[start : start + _FETCH_CHUNK]
             blobs = await self._io(self._render_fetch, view, chunk, attrs, sets_seen)
-            for blob, reported, changed in blobs:
+            for _blob, reported, changed in blobs:
                 if reported is not None:
                     # Its flags are in this response; the update pass must not repeat them.
                     view.mark_own(reported)
@@ -868,7 +875,10 @@ class Session:
                             self._address(), view.folder.name, reported.uid, reported.modseq
                         )
                     )
-                await self.send(blob)
+            # One write for the chunk: a write and a drain per message cost more than the
+            # rendering of a small one.
+            if blobs:
+                await self.send(b"".join(blob for blob, _reported, _changed in blobs))
         await self.pending_updates(allow_expunge=cmd.uid)
         if missing and not cmd.uid and cmd.changed_since is None:
             await self._ok(cmd.tag, "some messages were expunged", code=Code.EXPUNGEISSUED)
@@ -904,6 +914,7 @@ class Session:
                 if after.modseq != meta.modseq:
                     meta = changed = after
             parsed = None
+            values: HeaderValues | None = None
             cached: dict[str, bytes] = {}
             if content_attrs and cacheable:
                 for attr in content_attrs:
@@ -912,11 +923,10 @@ class Session:
                         cached[attr.name] = hit
             if content_attrs and len(cached) < len(content_attrs):
                 try:
-                    parsed = (
-                        self._header_message(view.folder, meta)
-                        if headers_only
-                        else self._parsed_message(view.folder, meta.uid)
-                    )
+                    if headers_only:  # ENVELOPE alone: the folder's header cache has it
+                        values = view.folder.header_values(meta)
+                    else:
+                        parsed = self._parsed_message(view.folder, meta)
                 except NotFound:
                     continue
             items: list[bytes] = []
@@ -928,7 +938,7 @@ class Session:
                     items.append(b"FLAGS " + _flags(view, meta))
                     flags_sent = True
                 elif attr.name == "INTERNALDATE":
-                    items.append(b"INTERNALDATE " + responses.internaldate(meta.date))
+                    items.append(b"INTERNALDATE " + _internaldate(meta.date))
                 elif attr.name == "RFC822.SIZE":
                     items.append(b"RFC822.SIZE %d" % meta.size)
                 elif attr.name == "MODSEQ":
@@ -936,36 +946,44 @@ class Session:
                 elif attr.name in cached:
                     items.append(cached[attr.name])
                 else:
-                    assert parsed is not None
-                    rendered = fetch.render_item(attr, parsed)
+                    if parsed is None:
+                        assert values is not None and attr.name == "ENVELOPE"
+                        rendered = fetch.render_envelope(values)
+                    else:
+                        rendered = fetch.render_item(attr, parsed)
                     if attr.name in _CACHED_ITEMS:
                         cache.put((*folder_key, meta.uid, attr.name), rendered)
                     items.append(rendered)
             if changed is not None and not flags_sent:
                 items.append(b"FLAGS " + _flags(view, meta))
                 flags_sent = True
-            blob = responses.untagged(b"%d FETCH (" % seq + b" ".join(items) + b")")
+            blob = responses.fetch_response(seq, items)
             out.append((blob, meta if flags_sent else None, changed is not None))
         return out
 
-    def _parsed_message(self, folder: Folder, uid: int) -> fetch.ParsedMessage:
-        key = (folder.name, folder.index.uidvalidity, uid)
+    def _parsed_message(self, folder: Folder, meta: MessageMeta) -> fetch.ParsedMessage:
+        key = (folder.name, folder.index.uidvalidity, meta.uid)
         parsed = self._parsed.get(key)
         if parsed is not None:
             self._parsed.move_to_end(key)
             return parsed
-        parsed = fetch.ParsedMessage.parse(folder.read(uid))
+        parsed = fetch.ParsedMessage.parse(folder.read_message(meta))
         self._parsed[key] = parsed
         while len(self._parsed) > _PARSE_CACHE:
             self._parsed.popitem(last=False)
         return parsed
 
-    def _header_message(self, folder: Folder, meta: MessageMeta) -> fetch.ParsedMessage:
-        """The message's header block alone, parsed (shared by every session)."""
-        key = (str(folder.dir), folder.index.uidvalidity, meta.uid, "header")
+    def _header_message(
+        self, folder: Folder, uid: int, meta: Callable[[], MessageMeta]
+    ) -> fetch.ParsedMessage:
+        """The message's header block alone, parsed (shared by every session).
+
+        ``meta`` gives the index entry, needed only to read the file when it is not cached.
+        """
+        key = (str(folder.dir), folder.index.uidvalidity, uid, "header")
         parsed: fetch.ParsedMessage | None = self.services.summaries.get(key)
         if parsed is None:
-            parsed = fetch.ParsedMessage.parse(_read_header_block(folder, meta))
+            parsed = fetch.ParsedMessage.parse(folder.read_header(meta()))
             self.services.summaries.put(key, parsed)
         return parsed
 
@@ -978,22 +996,69 @@ class Session:
         soon as it has been looked at, so a search holds one message at a time.
         """
         # One consistent snapshot: other threads may change the shared index meanwhile.
-        metas = {m.uid: m for m in view.index.messages()}
+        rows = {row[0]: row for row in view.index.rows()}
         headers_only = not search.needs_content(key)
         needles = _required_words(key)
+        only_required_words = len(needles) == _text_keys(key)
+        cache = self.services.summaries
+        folder_key = (str(view.folder.dir), view.index.uidvalidity)
+        headers = view.folder.headers
+        # Header keys every match passes, on fields the folder's header cache holds: a
+        # message whose cached values fail one is dropped before anything is built for it.
+        header_tests = [
+            (name, test)
+            for name, test in search.required_header_tests(key)
+            if name in CACHED_FIELDS
+        ]
         for seq, uid in enumerate(view.uids, start=1):
-            meta = metas.get(uid)
-            if meta is None:
+            row = rows.get(uid)
+            if row is None:
                 continue
-            message = _Searchable(seq, meta, view, self, headers_only=headers_only)
+            if header_tests:
+                record = headers.get(row[1])
+                if record is not None and not all(
+                    test(fetch.decode_values(record.get(name, ()))) for name, test in header_tests
+                ):
+                    continue
+            message = _Searchable(seq, row, view, self, headers_only=headers_only)
             if needles:
                 try:
-                    raw = view.folder.read(uid)
+                    raw = view.folder.read_message(message.meta)
                 except NotFound:
                     continue
-                if not _may_contain(raw, needles):
+                lowered = raw.lower()
+                if not _lacks_a_word(raw, lowered, needles):
+                    message.set_parsed(fetch.ParsedMessage.parse(raw))
+                    yield message
                     continue
-                message.set_parsed(fetch.ParsedMessage.parse(raw))
+                # The bytes lack a word. Whether the decoded header and body show their
+                # ASCII words as stored decides: known from an earlier search, or found by
+                # looking for encodings and, only if there are some, by parsing.
+                plain_key = (*folder_key, uid, "as_stored")
+                plain: tuple[bool, bool] | None = cache.get(plain_key)
+                parsed = None
+                if plain is None:
+                    if _has_encoding(lowered):
+                        parsed = fetch.ParsedMessage.parse(raw)
+                        plain = (
+                            fetch.header_text_as_stored(parsed),
+                            fetch.body_text_as_stored(parsed),
+                        )
+                    else:
+                        plain = (True, True)
+                    cache.put(plain_key, plain)
+                header_plain, body_plain = plain
+                if header_plain and body_plain:
+                    continue  # its text cannot hold the word either
+                message.set_parsed(parsed or fetch.ParsedMessage.parse(raw))
+                if (
+                    body_plain
+                    and only_required_words
+                    and not any(word in lowered for word in needles)
+                ):
+                    # Every TEXT/BODY key is a word these bytes lack, so the body cannot
+                    # hold one: no need to decode it to say so.
+                    message.body_lacks_words = True
             yield message
 
     def _run_search(self, view: SelectedView, key: SearchKey) -> list[search.SearchableMessage]:
@@ -1149,10 +1214,20 @@ def _deleted_among(folder: Folder, wanted: set[int]) -> list[int]:
 
 
 def _flags(view: SelectedView, meta: MessageMeta) -> bytes:
-    flags = list(meta.flags)
-    if meta.uid in view.recent:
+    return _flags_list(meta.mask, meta.keywords, meta.uid in view.recent)
+
+
+# A mailbox has few distinct flag combinations: render each once.
+@functools.lru_cache(maxsize=1024)
+def _flags_list(mask: int, keywords: tuple[str, ...], recent: bool) -> bytes:
+    flags = list(mask_to_flags(mask, keywords))
+    if recent:
         flags.append("\\Recent")
     return responses.flags_list(flags)
+
+
+# INTERNALDATE of messages fetched again and again (every FETCH 1:* of every session).
+_internaldate: Final = functools.lru_cache(maxsize=_SUMMARY_CACHE)(responses.internaldate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1251,36 +1326,71 @@ def _pattern(pattern: str) -> Callable[[str], bool]:
 
 
 class _Searchable:
-    """A message as SEARCH/SORT/THREAD see it: index fields now, content on demand."""
+    """A message as SEARCH/SORT/THREAD see it: index fields now, content on demand.
+
+    Built from an index row for every message of a search, so it stays light: the full
+    index entry (``meta``) and the flag names are made only when asked for.
+    """
+
+    __slots__ = (
+        "_headers_only",
+        "_meta",
+        "_parsed",
+        "_row",
+        "_session",
+        "_view",
+        "body_lacks_words",
+        "internal_date",
+        "modseq",
+        "recent",
+        "seq",
+        "size",
+        "uid",
+    )
 
     def __init__(
         self,
         seq: int,
-        meta: MessageMeta,
+        row: MessageRow,
         view: SelectedView,
         session: Session,
         *,
         headers_only: bool = False,
     ) -> None:
         self.seq = seq
-        self.uid = meta.uid
-        self.meta = meta
-        self.flags = meta.flags
-        self.recent = meta.uid in view.recent
-        self.size = meta.size
-        self.internal_date = meta.date
-        self.modseq = meta.modseq
+        self._row = row
+        self.uid = row[0]
+        self.size = row[4]
+        self.internal_date = row[5]
+        self.modseq = row[6]
+        self.recent = self.uid in view.recent
         self._view = view
         self._session = session
         self._headers_only = headers_only
+        self._meta: MessageMeta | None = None
         self._parsed: fetch.ParsedMessage | None = None
+        # Set by the search when every TEXT/BODY key of it is a word the body cannot hold
+        # (see Session._candidates): body_text() is then empty, which answers them alike.
+        self.body_lacks_words = False
+
+    @property
+    def meta(self) -> MessageMeta:
+        if self._meta is None:
+            self._meta = MessageMeta(*self._row)
+        return self._meta
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return mask_to_flags(self._row[2], self._row[3])
 
     def _msg(self) -> fetch.ParsedMessage:
         if self._parsed is None:
             if self._headers_only:
-                self._parsed = self._session._header_message(self._view.folder, self.meta)
+                self._parsed = self._session._header_message(
+                    self._view.folder, self.uid, lambda: self.meta
+                )
             else:
-                self._parsed = self._session._parsed_message(self._view.folder, self.uid)
+                self._parsed = self._session._parsed_message(self._view.folder, self.meta)
         return self._parsed
 
     def set_parsed(self, parsed: fetch.ParsedMessage) -> None:
@@ -1291,12 +1401,21 @@ class _Searchable:
         self._parsed = None
 
     def header_values(self, name: str) -> list[str]:
+        wanted = name.lower()
+        if wanted in CACHED_FIELDS:  # from the folder's header cache: no file read or parse
+            folder = self._view.folder
+            values = folder.headers.get(self._row[1])
+            if values is None:
+                values = folder.header_values(self.meta)
+            return fetch.decode_values(values.get(wanted, ()))
         return fetch.header_value(self._msg(), name)
 
     def header_text(self) -> str:
         return fetch.header_text(self._msg())
 
     def body_text(self) -> str:
+        if self.body_lacks_words:
+            return ""
         return fetch.text_content(self._msg())
 
     def sent_date(self) -> Any:
@@ -1327,10 +1446,7 @@ def _required_words(key: SearchKey) -> list[bytes]:
 
 
 # Markers of text that may read differently once decoded: transfer encodings, RFC 2047
-# encoded words, charsets that are not ASCII-compatible, and the few characters whose
-# case folding is ASCII (sharp s -> ss, long s -> s, Kelvin sign -> k, dotted I, the ff..st
-# ligatures), in
-# UTF-8 and, for sharp s, Latin-1.
+# encoded words, charsets that are not ASCII-compatible ...
 _ENCODED: Final = (
     b"base64",
     b"quoted-printable",
@@ -1338,6 +1454,10 @@ _ENCODED: Final = (
     b"utf-16",
     b"utf-32",
     b"utf-7",
+)
+# ... and the few characters whose case folding is ASCII (sharp s -> ss, long s -> s,
+# Kelvin sign -> k, dotted I, the ff..st ligatures), in UTF-8 and, for sharp s, Latin-1.
+_FOLDS_TO_ASCII: Final = (
     b"\xc3\x9f",
     b"\xc5\xbf",
     b"\xe2\x84\xaa",
@@ -1347,15 +1467,40 @@ _ENCODED: Final = (
 )
 
 
-def _may_contain(raw: bytes, words: Sequence[bytes]) -> bool:
-    """False only when no decoding of ``raw`` can contain every word (a SEARCH shortcut).
+def _text_keys(key: SearchKey) -> int:
+    """How many TEXT/BODY keys ``key`` holds, at any depth."""
+    if isinstance(key, SearchText):
+        return 1
+    if isinstance(key, SearchAnd):
+        return sum(_text_keys(sub) for sub in key.keys)
+    if isinstance(key, SearchOr):
+        return _text_keys(key.left) + _text_keys(key.right)
+    if isinstance(key, SearchNot):
+        return _text_keys(key.key)
+    return 0
 
-    For an ASCII word, a message whose bytes lack it and that has nothing encoded cannot
-    match case-insensitively once decoded either, so it need not be parsed.
+
+def _lacks_a_word(raw: bytes, lowered: bytes, words: Sequence[bytes]) -> bool:
+    """Whether the bytes of a message (and ``lowered``, the same in ASCII lower case) lack
+    one of the ASCII ``words`` and hold no non-ASCII character that case-folds to ASCII.
+
+    Only then can its bytes tell that its decoded text lacks the word (SEARCH shortcut).
     """
-    lowered = raw.lower()
-    if all(word in lowered for word in words):
-        return True
+    for word in words:
+        if word not in lowered:
+            break
+    else:
+        return False
+    if not raw.isascii():
+        for marker in _FOLDS_TO_ASCII:
+            if marker in lowered:
+                return False
+    return True
+
+
+def _has_encoding(lowered: bytes) -> bool:
+    """Whether a message's bytes (in ASCII lower case) hold an encoding marker: without
+    one, its decoded text shows its ASCII words as they are stored."""
     return any(marker in lowered for marker in _ENCODED)
 
 
@@ -1374,11 +1519,16 @@ class _Lru:
         self._lock = threading.Lock()
 
     def get(self, key: tuple[Any, ...]) -> Any:
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
+        # No lock: each OrderedDict call is atomic under the GIL, and a key evicted by
+        # another thread between the two calls is simply not refreshed.
+        value = self._data.get(key)
+        if value is not None:
+            # Not contextlib.suppress: this runs for every message of a FETCH or SEARCH.
+            try:  # noqa: SIM105
                 self._data.move_to_end(key)
-            return value
+            except KeyError:
+                pass
+        return value
 
     def put(self, key: tuple[Any, ...], value: Any) -> None:
         with self._lock:
@@ -1386,22 +1536,3 @@ class _Lru:
             self._data.move_to_end(key)
             while len(self._data) > self.capacity:
                 self._data.popitem(last=False)
-
-
-def _read_header_block(folder: Folder, meta: MessageMeta) -> bytes:
-    """The message's header, up to and including its blank line (or the whole file)."""
-    for _attempt in range(3):
-        try:
-            with open(folder.message_path(meta), "rb") as f:
-                data = b""
-                while True:
-                    chunk = f.read(_HEADER_CHUNK)
-                    data += chunk
-                    end = data.find(b"\r\n\r\n")
-                    if end >= 0:
-                        return data[: end + 4]
-                    if len(chunk) < _HEADER_CHUNK:
-                        return data
-        except FileNotFoundError:
-            continue  # renamed by a flag change between lookup and open
-    raise NotFound(f"message file of UID {meta.uid} is missing")

@@ -5,7 +5,8 @@ It knows nothing of sockets, HTTP or IMAP syntax. Layout of ``mail_root``::
     secrets/                        jwt.key, dkim/{domain}.key, tls/{cert,key}.pem
     domains/{domain}/domain.json    aliases.json
     domains/{domain}/users/{user}/account.json
-    domains/{domain}/users/{user}/mail/        Maildir++ (see maildir.py, mailindex.py)
+    domains/{domain}/users/{user}/mail/        Maildir++ (see maildir.py, mailindex.py,
+                                     headercache.py)
     domains/{domain}/users/{user}/webhooks.json the user's webhooks (see webhooks.py)
     domains/{domain}/users/{user}/webmail.json  webmail display name and signature (preferences.py)
     run/ports.json                  what the running server bound

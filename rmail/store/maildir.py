@@ -10,6 +10,8 @@ the last UIDVALIDITY handed out.
 Message files are standard Maildir files with CRLF line endings (what IMAP serves byte for
 byte); a new message goes to ``new/``; once its flags change it lives in
 ``cur/{base}:2,{letters}``. The index is authoritative for flags; the file name mirrors them.
+Each folder also has ``headers.cache`` (see ``headercache.py``): the header fields clients
+list and search by, written as messages are stored, so that those need no message file.
 
 Invariants:
 
@@ -24,6 +26,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import re
@@ -51,6 +54,7 @@ from rmail.store.fsio import (
     read_json,
     unique_name,
 )
+from rmail.store.headercache import HeaderCache, HeaderValues, header_values
 from rmail.store.mailindex import (
     IN_NEW,
     FlagOp,
@@ -95,6 +99,8 @@ _NAMES_RECHECK: Final = 0.1
 # Group commit: how long a leader waits for callers of this process still writing their
 # message files into the same folder, to index them with its own batch (see Folder._commit).
 GROUP_COMMIT_WAIT: Final = 0.002
+# A header block is read in pieces of this size until its blank line.
+_HEADER_CHUNK: Final = 16384
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
@@ -211,6 +217,7 @@ class Folder:
         self.name = name
         self.dir = path
         self.index = index
+        self.headers = HeaderCache(path)
         self._dir_str = os.fspath(path)  # for the paths of every append (cheaper than pathlib)
         # Group commit (see _commit), under _commit_lock: callers writing files, requests
         # waiting for a leader, whether a leader runs, and the lock a leader waiting for
@@ -242,6 +249,82 @@ class Folder:
             raise NotFound(f"message file of UID {meta.uid} is missing")
         return found
 
+    def open_message(self, meta: MessageMeta) -> io.FileIO:
+        """The message file opened for reading (binary, unbuffered).
+
+        Raises:
+            NotFound: the file is gone (expunged meanwhile, or removed behind our back).
+        """
+        return io.FileIO(self._open_fd(meta))
+
+    def _open_fd(self, meta: MessageMeta) -> int:
+        """A descriptor of the message file, opened for reading.
+
+        Opens the path the index names first and looks further only when that fails, so a
+        read costs one ``open`` (no ``stat`` before it).
+        """
+        flags = os.O_RDONLY | os.O_CLOEXEC
+        for _attempt in range(3):
+            try:
+                return os.open(f"{self._dir_str}/{meta.relpath}", flags)
+            except FileNotFoundError:
+                pass
+            try:
+                found = self._find(meta.base)
+                if found is None:
+                    break
+                return os.open(found, flags)
+            except FileNotFoundError:
+                continue  # renamed by a flag change between lookup and open
+        raise NotFound(f"message file of UID {meta.uid} is missing")
+
+    def read_message(self, meta: MessageMeta) -> bytes:
+        """The whole message of an index entry the caller already has. Raises NotFound."""
+        fd = self._open_fd(meta)
+        try:
+            # The index knows the size: one read, and no stat or read of the end, when the
+            # file is that size (message files never change); otherwise read to the end.
+            data = os.read(fd, meta.size + 1)
+            if len(data) == meta.size:
+                return data
+            parts = [data]
+            while chunk := os.read(fd, 1 << 20):
+                parts.append(chunk)
+            return b"".join(parts)
+        finally:
+            os.close(fd)
+
+    def read_header(self, meta: MessageMeta) -> bytes:
+        """The message's header block, blank line included (the whole file if it has none).
+
+        Raises:
+            NotFound: the file is gone.
+        """
+        with self.open_message(meta) as f:
+            data = b""
+            while True:
+                chunk = f.read(_HEADER_CHUNK)
+                data += chunk
+                end = data.find(b"\r\n\r\n")
+                if end >= 0:
+                    return data[: end + 4]
+                if len(chunk) < _HEADER_CHUNK:
+                    return data
+
+    def header_values(self, meta: MessageMeta) -> HeaderValues:
+        """The message's cached header fields (``store.headercache.CACHED_FIELDS``).
+
+        Read from its file (and cached) when the cache has no record of it.
+
+        Raises:
+            NotFound: no record, and the file is gone.
+        """
+        found = self.headers.get(meta.base)
+        if found is None:
+            found = header_values(self.read_header(meta))
+            self.headers.put_many([(meta.base, found)])
+        return found
+
     def _find(self, base: str) -> Path | None:
         """The file of ``base`` whatever its flags or subfolder (another program renamed it)."""
         for sub in ("new", "cur", "tmp"):
@@ -257,13 +340,7 @@ class Folder:
 
     def read(self, uid: int) -> bytes:
         """The whole message. Raises NotFound."""
-        meta = self.index.get(uid)
-        for _attempt in range(3):
-            try:
-                return self.message_path(meta).read_bytes()
-            except FileNotFoundError:
-                continue  # renamed by a flag change between lookup and open
-        raise NotFound(f"message file of UID {uid} is missing")
+        return self.read_message(self.index.get(uid))
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -312,6 +389,10 @@ class Folder:
                 os.rename(tmp, dest)
                 placed.append(dest)
                 rows.append((base, mask, keywords, len(data), int(date or time.time())))
+            # Before the index names them, so that whoever finds a UID finds its record.
+            self.headers.put_many(
+                [(row[0], header_values(d)) for row, (d, _, _) in zip(rows, prepared, strict=True)]
+            )
             metas = self._commit(placed, rows, writing)
         except BaseException:
             writing.stop()
@@ -427,6 +508,21 @@ class Folder:
             uid, op, mask, keywords, unchanged_since=unchanged_since, on_change=self._rename_file
         )
 
+    def change_flags_many(
+        self,
+        uids: Sequence[int],
+        op: FlagOp,
+        flags: Iterable[str],
+        *,
+        unchanged_since: int | None = None,
+    ) -> list[tuple[MessageMeta, MessageMeta]]:
+        """:meth:`change_flags` for several messages at once (one index lock hold and one
+        journal write); (before, after) for each UID still in the folder, in order."""
+        mask, keywords = flags_to_mask(flags)
+        return self.index.change_flags_many(
+            uids, op, mask, keywords, unchanged_since=unchanged_since, on_change=self._rename_file
+        )
+
     def _rename_file(self, before: MessageMeta, after: MessageMeta) -> None:
         """Mirror new flags in the file name (called under the index lock)."""
         if before.relpath == after.relpath:
@@ -451,7 +547,12 @@ class Folder:
         gone = self.index.expunge(uids, only_deleted=only_deleted)
         for meta in gone:
             self._unlink(meta)
+        if gone:
+            self.headers.compact(self._live_bases, len(self.index))
         return gone
+
+    def _live_bases(self) -> list[str]:
+        return [row[1] for row in self.index.rows()]
 
     def _unlink(self, meta: MessageMeta) -> None:
         try:
@@ -475,6 +576,7 @@ class Folder:
             dest.mailbox.check_quota(sum(m.size for m in metas))
         placed: list[str] = []
         rows: list[_Row] = []
+        records: list[tuple[str, HeaderValues]] = []
         writing = dest._start_writing()
         try:
             for meta in metas:
@@ -491,6 +593,10 @@ class Folder:
                     os.rename(tmp, target)
                 placed.append(target)
                 rows.append((base, mask, meta.keywords, meta.size, meta.date))
+                values = self.headers.get(meta.base)
+                if values is not None:
+                    records.append((base, values))
+            dest.headers.put_many(records)
             new = dest._commit(placed, rows, writing)
         except BaseException:
             writing.stop()

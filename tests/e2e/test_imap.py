@@ -42,7 +42,10 @@ from imap_helpers import (
 from imapclient import IMAPClient  # type: ignore[import-untyped]  # ships no types
 
 from rmail import __version__
+from rmail.imap import fetch
+from rmail.imap.parser.types import FetchAttr
 from rmail.imap.responses import Code
+from rmail.store.maildir import normalize_crlf
 
 ALICE: Final = "alice@example.test"
 PASSWORDS: Final = {ALICE: "alice-Pw-7f3a9c1e"}
@@ -1404,3 +1407,143 @@ def test_qresync_expunges_are_reported_as_vanished(main: ImapServer, user: str) 
         assert vanished.untagged[1:] == [b"* 1 FETCH (UID 5 FLAGS (\\Recent) MODSEQ (%d))" % latest]
         assert a.cmd(f"FETCH 1:* (FLAGS) (CHANGEDSINCE {modseq} VANISHED)").status == "BAD"
         assert uid_of(a.ok("FETCH 1:* UID")) == {1: 5}
+
+
+def _mime(headers: bytes, body: bytes) -> bytes:
+    return b"From: a@example.test\r\nSubject: s\r\n" + headers + b"\r\n" + body
+
+
+def _mixed(text: bytes, attachment: bytes) -> bytes:
+    return _mime(
+        b"Content-Type: multipart/mixed; boundary=b\r\n",
+        b"--b\r\nContent-Type: text/plain\r\n\r\n" + text + b"\r\n--b\r\n"
+        b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + base64.b64encode(attachment)
+        + b"\r\n--b--\r\n",
+    )
+
+
+def test_search_text_answers_the_same_on_every_repeat_session_and_after_expunge(
+    main: ImapServer, user: str
+) -> None:
+    """SEARCH TEXT/BODY remember which messages read as stored; no answer may change."""
+    word = b"xylophone"
+    kinds = {
+        "plain hit": _mime(b"", b"a " + word + b" here\r\n"),
+        "plain miss": _mime(b"", b"nothing\r\n"),
+        "base64 text hit": _mime(
+            b"Content-Transfer-Encoding: base64\r\n", base64.b64encode(b"my " + word) + b"\r\n"
+        ),
+        "attachment only": _mixed(b"nothing", b"a " + word),
+        "text beside attachment": _mixed(b"the " + word.upper(), b"nothing"),
+        "quoted-printable hit": _mime(
+            b"Content-Transfer-Encoding: quoted-printable\r\n", b"xylo=\r\nphone\r\n"
+        ),
+        "encoded subject": b"Subject: =?utf-8?q?" + word + b"?=\r\n\r\nnothing\r\n",
+        # base64 encoded words: the bytes do not show the word (nor "marimba" below)
+        "b-encoded subject": b"Subject: =?utf-8?b?eHlsb3Bob25l?=\r\n\r\nnothing\r\n",
+        "b-encoded subject, marimba body": b"Subject: =?utf-8?b?eHlsb3Bob25l?=\r\n\r\nmarimba\r\n",
+        "b-encoded marimba subject": b"Subject: =?utf-8?b?bWFyaW1iYQ==?=\r\n\r\n" + word + b"\r\n",
+        "utf-16 miss": _mime(
+            b"Content-Type: text/plain; charset=utf-16\r\nContent-Transfer-Encoding: base64\r\n",
+            base64.b64encode("nothing".encode("utf-16")) + b"\r\n",
+        ),
+    }
+    uids = {name: main.add(user, data) for name, data in kinds.items()}
+    body_hits = ["plain hit", "base64 text hit", "text beside attachment", "quoted-printable hit"]
+    body_hits.append("b-encoded marimba subject")
+    text_hits = [*body_hits, "encoded subject", "b-encoded subject"]
+    text_hits.append("b-encoded subject, marimba body")
+    # TEXT xylophone BODY marimba: the word in the header, the other in the body.
+    both_hits = ["b-encoded subject, marimba body"]
+
+    def expect(names: list[str], gone: set[str]) -> list[bytes]:
+        return [b" ".join(b"%d" % uids[n] for n in sorted(names, key=uids.get) if n not in gone)]
+
+    def ask(client: imaplib.IMAP4, key: str) -> list[bytes]:
+        typ, data = client.uid("SEARCH", key, "xylophone")
+        assert typ == "OK"
+        return [d for d in data if isinstance(d, bytes)]
+
+    with (
+        imaplib.IMAP4(LOOPBACK, main.ports["imap"], timeout=10) as one,
+        imaplib.IMAP4(LOOPBACK, main.ports["imap"], timeout=10) as two,
+    ):
+        for client in (one, two):
+            client.login(user, main.passwords[user])
+            client.select("INBOX")
+        for client in (one, one, two):
+            assert ask(client, "TEXT") == expect(text_hits, set())
+            assert ask(client, "BODY") == expect(body_hits, set())
+            typ, data = client.uid("SEARCH", "TEXT", "xylophone", "BODY", "marimba")
+            assert (typ, data) == ("OK", expect(both_hits, set()))
+            typ, data = client.uid("SEARCH", "TEXT", "marimba", "BODY", "xylophone")
+            assert (typ, data) == ("OK", expect(["b-encoded marimba subject"], set()))
+        gone = {"plain hit", "attachment only"}
+        for name in gone:
+            one.uid("STORE", str(uids[name]), "+FLAGS.SILENT", "(\\Deleted)")
+        one.expunge()
+        later = main.add(user, _mime(b"Content-Transfer-Encoding: base64\r\n", b"eHlsb3Bob25l\r\n"))
+        uids["later"] = later
+        text_hits.append("later")
+        body_hits.append("later")
+        for client in (two, one):
+            client.noop()
+            assert ask(client, "TEXT") == expect(text_hits, gone)
+            assert ask(client, "BODY") == expect(body_hits, gone)
+
+
+def test_envelope_and_header_search_are_byte_identical_with_and_without_the_header_cache(
+    main: ImapServer, user: str
+) -> None:
+    """INBOX gets header-cache records when the messages are stored; "Plain" holds the same
+    messages with its cache file removed, so the server reads their files (and makes the
+    records again as it goes). Both must answer what the message bytes say."""
+    data_dir = Path(__file__).parent.parent / "data"
+    raws = [p.read_bytes() for p in sorted(data_dir.glob("*.eml"))]
+    raws.append(b"From: =?utf-8?q?J=C3=BCrgen?= <j@example.test>\r\nSubject: caf\xe9\r\n\r\nx\r\n")
+    main.store.mailbox(user).create_folder("Plain")
+    for raw in raws:
+        main.add(user, raw)
+        main.add(user, raw, "Plain")
+    plain_dir = main.store.mailbox(user).folder("Plain").dir
+    (plain_dir / "headers.cache").unlink()
+    parsed = [fetch.ParsedMessage.parse(normalize_crlf(raw)) for raw in raws]
+
+    def having(name: str, value: str) -> set[int]:
+        needle = value.casefold()
+        return {
+            uid
+            for uid, msg in enumerate(parsed, start=1)
+            if any(needle in v.casefold() for v in fetch.header_value(msg, name))
+            and (needle or fetch.header_value(msg, name))
+        }
+
+    everyone = set(range(1, len(raws) + 1))
+    searches = {
+        "FROM example": having("from", "example"),
+        "TO example": having("to", "example"),
+        "CC example": having("cc", "example"),
+        "SUBJECT message": having("subject", "message"),
+        "HEADER Message-ID @": having("message-id", "@"),
+        'HEADER Reply-To ""': {
+            uid for uid, msg in enumerate(parsed, 1) if fetch.header_value(msg, "reply-to")
+        },
+        "FROM J SUBJECT caf": having("from", "j") & having("subject", "caf"),
+        "OR FROM a SUBJECT b": having("from", "a") | having("subject", "b"),
+        "NOT BCC x": everyone - having("bcc", "x"),
+    }
+    envelope = FetchAttr("ENVELOPE")
+    fetched = [
+        b"* %d FETCH (UID %d %s)" % (uid, uid, fetch.render_item(envelope, msg))
+        for uid, msg in enumerate(parsed, start=1)
+    ]
+    assert any(found for found in searches.values())
+    with main.login(user) as client:
+        for folder in ("INBOX", "Plain"):
+            client.ok(f"SELECT {folder}")
+            for criteria, expected in searches.items():
+                line = client.ok(f"UID SEARCH {criteria}").one(b"SEARCH")
+                assert sorted(int(n) for n in line.split()[2:]) == sorted(expected), criteria
+            assert client.ok("FETCH 1:* (UID ENVELOPE)").lines(b"") == fetched
+    assert len((plain_dir / "headers.cache").read_bytes().splitlines()) == len(raws)

@@ -815,6 +815,9 @@ def test_tagged_untagged_and_continuation_lines() -> None:
     )
     assert responses.continuation() == b"+ \r\n"
     assert responses.continuation(b"idling") == b"+ idling\r\n"
+    fetched = responses.fetch_response(4, [b"UID 9", b"BODY[] " + responses.literal(b"hi")])
+    assert fetched == b"* 4 FETCH (UID 9 BODY[] {2}\r\nhi)\r\n"
+    assert responses.fetch_response(4, []) == b"* 4 FETCH ()\r\n"
 
 
 def test_response_text_cannot_start_a_new_line() -> None:

@@ -37,6 +37,7 @@ from rmail.imap.search import (
     matches,
     needs_content,
     needs_headers,
+    required_header_tests,
     search,
     uses_modseq,
 )
@@ -549,3 +550,18 @@ def test_not_k_is_the_complement_of_k(
     assert sorted(m.seq for m in [*hits, *misses]) == [m.seq for m in mailbox]
     for msg in mailbox:
         assert matches(key, msg, max_seq=max_seq, max_uid=max_uid, saved=saved) is (msg in hits)
+
+
+def test_required_header_tests_are_the_top_level_header_keys_and_agree_with_search() -> None:
+    key = SearchAnd((
+        SearchHeader("From", "ALICE"),
+        SearchOr(SearchHeader("to", "x"), SearchFlag("\\Seen")),
+        SearchNot(SearchHeader("subject", "y")),
+        SearchHeader("cc", ""),
+    ))  # fmt: skip
+    tests = required_header_tests(key)
+    assert [name for name, _test in tests] == ["from", "cc"]
+    from_test, cc_test = (test for _name, test in tests)
+    assert from_test(["Alice <a@example.test>"]) and not from_test(["Bob", "bob@x"])
+    assert cc_test(["anything"]) and not cc_test([])
+    assert required_header_tests(SearchNot(SearchHeader("from", "a"))) == []

@@ -469,3 +469,23 @@ def test_expunge_of_given_uids_spares_those_no_longer_flagged_deleted(tmp_path: 
     removed = inbox.expunge([kept.uid, gone.uid], only_deleted=True)
     assert [m.uid for m in removed] == [gone.uid]
     assert list(inbox.refresh().uids) == [kept.uid]
+
+
+def test_read_message_follows_a_file_renamed_behind_the_index(mailbox: Mailbox) -> None:
+    inbox = mailbox.folder("INBOX")
+    meta = inbox.append(CRLF_MESSAGE)
+    assert inbox.read_message(meta) == CRLF_MESSAGE
+    os.rename(inbox.dir / f"new/{meta.base}", inbox.dir / f"cur/{meta.base}:2,S")
+    assert inbox.read_message(meta) == CRLF_MESSAGE
+    os.unlink(inbox.dir / f"cur/{meta.base}:2,S")
+    with pytest.raises(NotFound):
+        inbox.read_message(meta)
+
+
+def test_read_message_reads_the_whole_file_whatever_size_the_index_says(mailbox: Mailbox) -> None:
+    inbox = mailbox.folder("INBOX")
+    meta = inbox.append(CRLF_MESSAGE)
+    path = inbox.dir / meta.relpath
+    for changed in (CRLF_MESSAGE + b"x" * 3_000_000, CRLF_MESSAGE[:10], b""):
+        path.write_bytes(changed)  # another program rewrote it (files are not meant to change)
+        assert inbox.read_message(meta) == changed

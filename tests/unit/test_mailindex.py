@@ -26,6 +26,7 @@ from rmail.store.mailindex import (
     SEEN,
     SYSTEM_FLAGS,
     MailIndex,
+    MessageMeta,
     flags_to_mask,
     mask_to_flags,
 )
@@ -398,3 +399,43 @@ def test_a_missing_index_means_the_folder_is_gone(tmp_path: Path) -> None:
     index = MailIndex(tmp_path, fsync=False)
     with pytest.raises(NotFound):
         index.refresh()
+
+
+def test_rows_and_get_many_agree_with_messages(tmp_path: Path) -> None:
+    index = new_index(tmp_path / "f")
+    mutate(index)
+    metas = list(index.messages())
+    assert [MessageMeta(*row) for row in index.rows()] == metas
+    uids = [m.uid for m in metas]
+    assert index.get_many([uids[-1], 999, uids[0]]) == [metas[-1], metas[0]]
+    assert index.get_many([]) == []
+
+
+def test_change_flags_many_matches_one_change_after_the_other(tmp_path: Path) -> None:
+    one, many = new_index(tmp_path / "one"), new_index(tmp_path / "many")
+    for index in (one, many):
+        mutate(index)
+    uids = [m.uid for m in one.messages()]
+    wanted = [uids[0], 999, uids[-1], uids[0], uids[1]]
+    since = max(m.modseq for m in one.messages()) - 1
+
+    expected = []
+    for uid in wanted:
+        try:
+            expected.append(
+                one.change_flags(uid, "add", FLAGGED, ("$Work",), unchanged_since=since)
+            )
+        except NotFound:
+            continue
+    renamed: list[tuple[int, int]] = []
+    got = many.change_flags_many(
+        wanted,
+        "add",
+        FLAGGED,
+        ("$Work",),
+        unchanged_since=since,
+        on_change=lambda before, after: renamed.append((before.modseq, after.modseq)),
+    )
+    assert got == expected
+    assert renamed == [(b.modseq, a.modseq) for b, a in expected if a is not b]
+    assert state(reopen(tmp_path / "many")) == state(reopen(tmp_path / "one"))

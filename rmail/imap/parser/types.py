@@ -6,6 +6,7 @@ command values from these; ``state.py`` consumes them.
 
 from __future__ import annotations
 
+import bisect
 import datetime
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,8 +55,6 @@ class SequenceSet:
             hi = star if hi_raw is None else hi_raw
             lo, hi = min(lo, hi), max(lo, hi)
             if universe is not None:
-                import bisect
-
                 start = bisect.bisect_left(universe, lo)
                 end = bisect.bisect_right(universe, hi)
                 values = universe[start:end]
