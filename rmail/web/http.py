@@ -54,13 +54,22 @@ MAX_JSON_BYTES: Final = 1024 * 1024
 
 
 class ApiError(Exception):
-    """An HTTP error with a message for the client."""
+    """An HTTP error with a message for the client; ``xml`` replaces the JSON body with a
+    WebDAV ``error`` document (a named precondition)."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        xml: bytes | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.xml = xml
 
 
 def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -88,6 +97,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
+        if exc.xml is not None:
+            return web.Response(
+                status=exc.status,
+                body=exc.xml,
+                headers=exc.headers,
+                content_type="application/xml",
+                charset="utf-8",
+            )
         return json_error(exc.status, exc.message, exc.headers)
     except RateLimited as exc:
         retry = str(max(1, math.ceil(exc.retry_after)))
