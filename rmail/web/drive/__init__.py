@@ -4,9 +4,11 @@ Owner methods (HTTP Basic or a bearer token): GET/HEAD (a folder: JSON listing; 
 bytes with ETag, If-None-Match → 304, Range → 206), PUT (parents created; If-Match,
 If-None-Match: *), POST ``?action=mkdir`` or a multipart upload (each part's filename,
 which may hold ``/`` for folder uploads, lands at ``{path}/{filename}``), DELETE (file or
-tree), MOVE (``Destination: /drive/{dst}``, ``Overwrite: F``), MKCOL, PROPFIND (JSON; Depth
-0 or 1). Share management: ``POST/GET /drive/_share``, ``GET/PATCH/DELETE
-/drive/_share/{uid}``.
+tree), MKCOL, and WebDAV class 1 and 2: PROPFIND (XML, or JSON with ``Accept:
+application/json``; propfind.py), PROPPATCH (dead properties; proppatch.py), COPY and MOVE
+(copymove.py), LOCK and UNLOCK (lock.py, with the in-memory table of locks.py; the If
+header is parsed in ifheader.py and checked in base.py). Share management: ``POST/GET
+/drive/_share``, ``GET/PATCH/DELETE /drive/_share/{uid}``.
 
 A share link needs no login: GET/HEAD always (R); C lets visitors create files and
 folders below a shared folder, U overwrite files, D delete below the share root (never the
@@ -15,7 +17,8 @@ Downloads carry ``X-Content-Type-Options: nosniff``; from a share, HTML, SVG and
 sent as attachments under a sandboxing CSP, so a shared file cannot run script on this
 origin.
 
-Bodies stream: uploads go to disk as they arrive, downloads are sent from the file.
+Bodies stream: uploads go to disk as they arrive, downloads are sent from the file
+(``sendfile``).
 """
 
 from __future__ import annotations
