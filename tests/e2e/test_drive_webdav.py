@@ -199,3 +199,73 @@ async def test_a_file_over_2_gib_streams_up_and_back_with_ranges(
 
 def _big_chunks_tail(count: int) -> Iterator[bytes]:
     yield bytes((BIG - count + i) % 256 for i in range(count))
+
+
+LOCKINFO: Final = (
+    b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+    b"</D:lockscope><D:locktype><D:write/></D:locktype><D:owner>me</D:owner></D:lockinfo>"
+)
+
+
+async def test_a_locked_file_needs_its_token_from_the_owner_and_is_read_only_to_a_share(
+    http: aiohttp.ClientSession, dav_server: ApiServer
+) -> None:
+    base = dav_server.base + "/drive/locked"
+    assert (await http.put(base + "/doc.txt", data=b"v1")).status == 201
+    async with http.post(
+        dav_server.base + "/drive/_share", json={"path": "/locked", "permissions": "RCUD"}
+    ) as response:
+        share_url = (await response.json())["url"]
+    async with http.request(
+        "LOCK", base + "/doc.txt", data=LOCKINFO, headers={"Timeout": "Second-60"}
+    ) as response:
+        assert response.status == 200
+        token = response.headers["Lock-Token"].strip("<>")
+        assert token.startswith("opaquelocktoken:")
+        assert b"Second-" in await response.read()
+    assert (await http.put(base + "/doc.txt", data=b"v2")).status == 423
+    async with aiohttp.ClientSession() as visitor:
+        assert (await visitor.put(share_url + "/doc.txt", data=b"v3")).status == 423
+        assert (await visitor.delete(share_url + "/doc.txt")).status == 423
+        assert (await visitor.get(share_url + "/doc.txt")).status == 200
+    wrong = {"If": "(<opaquelocktoken:nope>)"}
+    assert (await http.put(base + "/doc.txt", data=b"v2", headers=wrong)).status == 412
+    good = {"If": f"(<{token}>)"}
+    assert (await http.put(base + "/doc.txt", data=b"v2", headers=good)).status == 200
+    unlock = {"Lock-Token": f"<{token}>"}
+    assert (await http.request("UNLOCK", base + "/doc.txt", headers=unlock)).status == 204
+    assert (await http.put(base + "/doc.txt", data=b"v4")).status == 200
+
+
+async def test_dead_properties_follow_move_and_copy_depth_0_copies_the_folder_alone(
+    http: aiohttp.ClientSession, dav_server: ApiServer
+) -> None:
+    base = dav_server.base + "/drive/mv"
+    assert (await http.request("MKCOL", base + "/")).status == 201
+    assert (await http.put(base + "/inner.txt", data=b"i")).status == 201
+    patch = (
+        b'<D:propertyupdate xmlns:D="DAV:"><D:set><D:prop><t xmlns="urn:t" xml:lang="en">'
+        b"<b>v</b></t></D:prop></D:set></D:propertyupdate>"
+    )
+    assert (await http.request("PROPPATCH", base + "/", data=patch)).status == 207
+    moved = {"Destination": dav_server.base + "/drive/mv2/"}  # an absolute URL
+    assert (await http.request("MOVE", base + "/", headers=moved)).status == 201
+    shallow = {"Destination": "/drive/mv3/", "Depth": "0"}
+    assert (
+        await http.request("COPY", dav_server.base + "/drive/mv2/", headers=shallow)
+    ).status == 201
+    for folder, members in (("mv2", 1), ("mv3", 0)):
+        async with http.request(
+            "PROPFIND", f"{dav_server.base}/drive/{folder}/", headers={"Depth": "1"}
+        ) as response:
+            root = ET.fromstring(await response.read())
+        assert len(root.findall(f"{D}response")) == 1 + members
+        assert root.findtext(".//{urn:t}t/{urn:t}b") == "v"
+    elsewhere = {"Destination": "http://other.example/drive/x"}
+    assert (
+        await http.request("COPY", dav_server.base + "/drive/mv2/", headers=elsewhere)
+    ).status == 502
+    nowhere = {"Destination": "/drive/no/such/place"}
+    assert (
+        await http.request("COPY", dav_server.base + "/drive/mv2/", headers=nowhere)
+    ).status == 409

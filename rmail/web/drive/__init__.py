@@ -247,7 +247,9 @@ async def owner_request(request: web.Request, account: Account, path: str) -> we
     parts = tuple(split_path(path))
     if method in ("PUT", "POST", "MKCOL", "DELETE"):
         await asyncio.to_thread(check_if, request, user, drive, parts)
-        require_unlocked(request, user, parts, members=True, tree=method != "PUT")
+        # Replacing a file leaves its folder's membership alone; anything else changes it.
+        members = method != "PUT" or not await _exists(drive, path)
+        require_unlocked(request, user, parts, members=members, tree=method != "PUT")
     if method == "PUT":
         return await _put(request, drive, path)
     if method == "POST":
@@ -400,6 +402,9 @@ async def share_request(request: web.Request, share: Share, parts: list[str]) ->
     method = request.method
     if method in ("GET", "HEAD"):
         return await _get(request, drive, path, shown="/".join(sub))
+    if method in ("PUT", "POST", "MKCOL", "DELETE"):
+        # A visitor holds no lock token: a locked file or folder is read-only to the link.
+        require_unlocked(request, share.owner, tuple(split_path(path)), members=True, tree=True)
     if method == "PUT":
         return await _put(
             request,
