@@ -135,7 +135,7 @@ _OCTETS: Final = "application/octet-stream"
 def content_type_of(name: str, head: bytes = b"") -> str:
     """The type a name implies; for an unknown extension, what the first bytes show."""
     guessed, _ = mimetypes.guess_type(name, strict=False)
-    if guessed:
+    if guessed and guessed != _OCTETS:  # ".bin" says octets: look at the bytes anyway
         return guessed
     for magic, kind in _MAGIC:
         if head.startswith(magic):
@@ -568,6 +568,46 @@ class Drive:
                     with open(self._dir(split_path(rel)), "rb") as f:
                         self.write(dest, _chunks(f), props=child.props)
         return self.stat(target), not replaced
+
+    def adopt(self, path: str) -> Totals:
+        """Index the files put straight into folder ``path`` by other means (a restore,
+        rsync, a bulk import): each regular file there that its ``_index.json`` does not
+        list is hashed and added, in one index write. Folders and symlinks are left alone.
+        Returns what was added. Raises NotFound.
+        """
+        parts = split_path(path)
+        folder = self._dir(parts)
+        with self._chain(parts):
+            index = self._read_index(folder)
+            children = index.setdefault("children", {})
+            added = Totals()
+            for item in sorted(os.scandir(folder), key=lambda e: e.name):
+                try:
+                    _check(item.name)
+                except InvalidInput:
+                    continue
+                if item.name in children or not item.is_file(follow_symlinks=False):
+                    continue
+                digest = hashlib.sha256()
+                head = b""
+                with open(item.path, "rb") as f:
+                    for chunk in _chunks(f):
+                        head = head or chunk[:16]
+                        digest.update(chunk)
+                stat = item.stat(follow_symlinks=False)
+                children[item.name] = {
+                    "type": "file",
+                    "size": stat.st_size,
+                    "etag": '"' + digest.hexdigest()[:40] + '"',
+                    "mtime": stat.st_mtime,
+                    "content_type": content_type_of(item.name, head),
+                }
+                added = added + Totals(1, 0, stat.st_size)
+            self._check_quota(added.bytes)
+            index["self"] = (Totals.from_json(index.get("self")) + added).to_json()
+            atomic_write_json(folder / _INDEX, index, fsync=self.fsync)
+            self._propagate(parts, added)
+        return added
 
     # -- dead properties -------------------------------------------------------------------
 

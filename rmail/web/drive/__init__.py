@@ -444,6 +444,8 @@ async def share_request(request: web.Request, share: Share, parts: list[str]) ->
 async def dispatch(request: web.Request) -> web.StreamResponse:
     if request.method == "OPTIONS":
         return web.Response(headers=DAV_HEADERS)
+    if "#" in request.raw_path:
+        raise ApiError(400, "a request URI has no fragment")
     raw = request.match_info.get("path", "")
     segments = [urllib.parse.unquote(s) for s in raw.split("/") if s != ""]
     try:

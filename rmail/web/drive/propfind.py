@@ -15,10 +15,10 @@ from typing import Any
 from aiohttp import web
 
 from rmail.store.drive import Drive, Entry, split_path
-from rmail.web.davxml import DAV, MAX_BODY, multistatus, parse, propstat_response
+from rmail.web.davxml import DAV, MAX_BODY, parse
 from rmail.web.drive.base import DRIVES, href_of, precondition
 from rmail.web.drive.locks import Lock
-from rmail.web.drive.xml import ALLPROP_LIVE, LIVE, dead_prop, live_prop
+from rmail.web.drive.xml import ALLPROP_LIVE, LIVE, empty_prop, live_prop, multistatus, response
 from rmail.web.http import ApiError
 
 __all__ = ["propfind", "read_body"]
@@ -104,26 +104,25 @@ def _response(
     locks: list[Lock],
     quota: Callable[[], tuple[int, int | None]],
     remaining: Callable[[Lock], int],
-) -> ET.Element:
+) -> str:
     mode, names = asked
     link = href_of(parts, entry.type == "dir")
     if mode == "propname":
-        found = [ET.Element(name) for name in ALLPROP_LIVE]
-        found += [ET.Element(name) for name in entry.props]
-        return propstat_response(link, found, [])
-    wanted = list(ALLPROP_LIVE) + list(entry.props) if mode == "allprop" else names
+        found = [empty_prop(name) for name in (*ALLPROP_LIVE, *entry.props)]
+        return response(link, found, [])
+    wanted = [*ALLPROP_LIVE, *entry.props] if mode == "allprop" else names
     found, missing = [], []
     for name in wanted:
-        node: ET.Element | None = None
+        text: str | None = None
         if name in LIVE:
-            node = live_prop(name, entry, locks, quota, remaining)
+            text = live_prop(name, entry, locks, quota, remaining)
         elif name in entry.props:
-            node = dead_prop(entry.props[name])
-        if node is not None:
-            found.append(node)
+            text = entry.props[name]  # stored as XML text declaring its own namespaces
+        if text is not None:
+            found.append(text)
         elif mode == "prop":
             missing.append(name)
-    return propstat_response(link, found, missing)
+    return response(link, found, missing)
 
 
 async def _propfind_json(request: web.Request, drive: Drive, path: str) -> web.Response:

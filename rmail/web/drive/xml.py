@@ -10,6 +10,7 @@ import email.utils
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from typing import Final
+from xml.sax.saxutils import escape
 
 from rmail.store.drive import Entry
 from rmail.web.davxml import DAV, element, href
@@ -20,11 +21,15 @@ __all__ = [
     "ALLPROP_LIVE",
     "LIVE",
     "activelock",
-    "dead_prop",
+    "empty_prop",
     "live_prop",
     "lockdiscovery",
+    "multistatus",
+    "response",
     "supportedlock",
 ]
+
+_QUOTE: Final = {'"': "&quot;"}
 
 
 def _d(name: str) -> str:
@@ -67,42 +72,74 @@ def live_prop(
     locks: list[Lock],
     quota: Callable[[], tuple[int, int | None]],
     remaining: Callable[[Lock], int],
-) -> ET.Element | None:
-    """The element for live property ``name``, or None when the entry has no such value."""
+) -> str | None:
+    """Live property ``name`` as XML text (``D:`` is DAV:), or None when the entry has no
+    such value."""
     is_dir = entry.type == "dir"
-    if name == _d("resourcetype"):
-        node = element(name)
-        if is_dir:
-            node.append(element(_d("collection")))
-        return node
-    if name == _d("displayname"):
-        return element(name, entry.name)
-    if name == _d("getcontentlength"):
-        return None if is_dir else element(name, str(entry.size))
-    if name == _d("getcontenttype"):
-        return None if is_dir else element(name, entry.content_type or "application/octet-stream")
-    if name == _d("getetag"):
-        return element(name, entry.etag) if entry.etag else None
-    if name == _d("getlastmodified"):
-        return element(name, _http_date(entry.mtime))
-    if name == _d("creationdate"):
-        return element(name, _iso_date(entry.mtime))
-    if name == _d("supportedlock"):
-        return supportedlock()
-    if name == _d("lockdiscovery"):
-        return lockdiscovery(locks, remaining)
-    if name in (QUOTA_USED, QUOTA_AVAILABLE) and is_dir:
+    local = name[len(DAV) + 2 :]
+    if local == "resourcetype":
+        return "<D:resourcetype><D:collection/></D:resourcetype>" if is_dir else "<D:resourcetype/>"
+    value: str | None = None
+    if local == "displayname":
+        value = entry.name
+    elif local == "getcontentlength":
+        value = None if is_dir else str(entry.size)
+    elif local == "getcontenttype":
+        value = None if is_dir else entry.content_type or "application/octet-stream"
+    elif local == "getetag":
+        value = entry.etag or None
+    elif local == "getlastmodified":
+        value = _http_date(entry.mtime)
+    elif local == "creationdate":
+        value = _iso_date(entry.mtime)
+    elif local == "supportedlock":
+        return _fragment(supportedlock())
+    elif local == "lockdiscovery":
+        return _fragment(lockdiscovery(locks, remaining)) if locks else "<D:lockdiscovery/>"
+    elif name in (QUOTA_USED, QUOTA_AVAILABLE) and is_dir:
         used, available = quota()
-        if name == QUOTA_USED:
-            return element(name, str(used))
-        return element(name, str(available)) if available is not None else None
-    return None
+        value = str(used) if name == QUOTA_USED else None
+        if name == QUOTA_AVAILABLE and available is not None:
+            value = str(available)
+    if value is None:
+        return None
+    return f"<D:{local}>{escape(value)}</D:{local}>"
 
 
-def dead_prop(text: str) -> ET.Element:
-    """A stored dead property back as an element."""
-    node = ET.fromstring(text)
-    return node
+def _fragment(node: ET.Element) -> str:
+    """An element as XML text that declares its own namespaces."""
+    return ET.tostring(node, encoding="unicode")
+
+
+def empty_prop(name: str) -> str:
+    """``<name/>`` for a Clark name, declaring its namespace."""
+    if name.startswith("{"):
+        uri, local = name[1:].split("}", 1)
+        if uri == DAV:
+            return f"<D:{local}/>"
+        return f'<X:{local} xmlns:X="{escape(uri, _QUOTE)}"/>'
+    return f"<{name}/>"
+
+
+def response(link: str, found: list[str], missing: list[str]) -> str:
+    """One ``D:response`` with a 200 propstat for ``found`` (XML texts) and a 404 one for
+    ``missing`` (Clark names)."""
+    out = [f"<D:response><D:href>{escape(link)}</D:href>"]
+    if found:
+        out.append("<D:propstat><D:prop>")
+        out.extend(found)
+        out.append("</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>")
+    if missing:
+        out.append("<D:propstat><D:prop>")
+        out.extend(empty_prop(name) for name in missing)
+        out.append("</D:prop><D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>")
+    out.append("</D:response>")
+    return "".join(out)
+
+
+def multistatus(responses: Iterable[str]) -> bytes:
+    head = '<?xml version="1.0" encoding="utf-8"?>\n<D:multistatus xmlns:D="DAV:">'
+    return (head + "".join(responses) + "</D:multistatus>").encode("utf-8")
 
 
 def supportedlock() -> ET.Element:
