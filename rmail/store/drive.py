@@ -45,6 +45,7 @@ MAX_COMPONENT: Final = 255
 _INDEX: Final = "_index.json"
 _LOCK: Final = "_index.lock"
 _CHUNK: Final = 1024 * 1024
+_LISTING_CACHE: Final = 256  # folders whose parsed listing a Drive keeps
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +165,9 @@ class Drive:
         self.fsync = fsync
         self._quota = quota
         self._locks: dict[str, FileLock] = {}
+        # Parsed listings by folder, with the (inode, mtime, size) of the _index.json they
+        # came from: an index is replaced by rename, so a changed file has a new inode.
+        self._listings: dict[Path, tuple[tuple[int, int, int], list[Entry], Totals, Totals]] = {}
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -199,9 +203,44 @@ class Drive:
         parts = split_path(path)
         if parts and self.stat(path).type != "dir":
             raise NotFound(f"not a folder: {path}")
-        index = self._read_index(self._dir(parts))
+        folder = self._dir(parts)
+        try:
+            st = os.stat(folder / _INDEX)
+        except FileNotFoundError:
+            self._read_index(folder)  # NotFound, unless the root before its first write
+            return [], Totals(), Totals()
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        hit = self._listings.get(folder)
+        if hit is not None and hit[0] == key:
+            return list(hit[1]), hit[2], hit[3]
+        index = self._read_index(folder)
         children = [_entry(name, c) for name, c in sorted(index.get("children", {}).items())]
-        return children, Totals.from_json(index.get("self")), Totals.from_json(index.get("total"))
+        own, total = Totals.from_json(index.get("self")), Totals.from_json(index.get("total"))
+        if len(self._listings) >= _LISTING_CACHE:
+            self._listings.clear()
+        self._listings[folder] = (key, children, own, total)
+        return list(children), own, total
+
+    def version(self, path: str) -> tuple[int, ...]:
+        """A value that changes whenever the file or folder ``path`` (its entry or, for a
+        folder, its listing) changes: the inode, mtime and size of its parent's and its own
+        ``_index.json``. For caching what is rendered from them. Raises NotFound."""
+        parts = split_path(path)
+        key: list[int] = []
+        folders = [self._dir(parts[:-1]), self._dir(parts)] if parts else [self.files]
+        for folder in folders:
+            try:
+                st = os.stat(folder / _INDEX)
+            except NotADirectoryError:
+                key += [0, 0, 0]  # a file: its entry is in the parent's index
+                continue
+            except FileNotFoundError:
+                if folder != self.files:
+                    raise NotFound(f"no such file or folder: /{'/'.join(parts)}") from None
+                key += [0, 0, 0]
+                continue
+            key += [st.st_ino, st.st_mtime_ns, st.st_size]
+        return tuple(key)
 
     def open(self, path: str) -> tuple[BinaryIO, Entry]:
         """An open file and its entry. Raises NotFound (also for a folder)."""

@@ -269,3 +269,30 @@ async def test_dead_properties_follow_move_and_copy_depth_0_copies_the_folder_al
     assert (
         await http.request("COPY", dav_server.base + "/drive/mv2/", headers=nowhere)
     ).status == 409
+
+
+async def test_listings_change_as_soon_as_the_folder_does(
+    http: aiohttp.ClientSession, dav_server: ApiServer
+) -> None:
+    base = dav_server.base + "/drive/poll/"
+    assert (await http.put(base + "one.txt", data=b"1")).status == 201
+
+    async def names() -> tuple[list[str], list[str]]:
+        async with http.get(base) as response:
+            listed = [c["name"] for c in (await response.json())["children"]]
+        async with http.request("PROPFIND", base, headers={"Depth": "1"}) as response:
+            root = ET.fromstring(await response.read())
+        hrefs = [str(node.text) for node in root.iter(f"{D}href")][1:]
+        return listed, hrefs
+
+    assert await names() == (["one.txt"], ["/drive/poll/one.txt"])
+    assert await names() == (["one.txt"], ["/drive/poll/one.txt"])  # from the cache
+    assert (await http.put(base + "two.txt", data=b"2")).status == 201
+    assert await names() == (["one.txt", "two.txt"], ["/drive/poll/one.txt", "/drive/poll/two.txt"])
+    prop = (
+        b'<D:propertyupdate xmlns:D="DAV:"><D:set><D:prop><n xmlns="urn:n">1</n></D:prop>'
+        b"</D:set></D:propertyupdate>"
+    )
+    assert (await http.request("PROPPATCH", base + "two.txt", data=prop)).status == 207
+    async with http.request("PROPFIND", base, headers={"Depth": "1"}) as response:
+        assert b"urn:n" in await response.read()

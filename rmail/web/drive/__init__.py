@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import urllib.parse
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Final
@@ -141,8 +142,16 @@ async def _get(
     entry = await asyncio.to_thread(drive.stat, path)
     if entry.type == "file":
         return await _send_file(request, drive, path, public=shown is not None)
-    entries, own, total = await asyncio.to_thread(drive.listing, path)
-    return web.json_response(_listing_json(path if shown is None else shown, entries, own, total))
+    shown_path = path if shown is None else shown
+    version = await asyncio.to_thread(drive.version, path)
+    cache = request.app[DRIVES].rendered
+    key = (str(drive.root), path, "json", shown_path)
+    body = cache.get(key, version)
+    if body is None:
+        entries, own, total = await asyncio.to_thread(drive.listing, path)
+        body = json.dumps(_listing_json(shown_path, entries, own, total)).encode()
+        cache.put(key, version, body)
+    return web.Response(body=body, content_type="application/json")
 
 
 async def _put(

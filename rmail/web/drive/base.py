@@ -7,7 +7,7 @@ and changing a locked resource needs one of its lock tokens in that header (else
 from __future__ import annotations
 
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -26,6 +26,7 @@ __all__ = [
     "DRIVES",
     "PREFIX",
     "DriveServices",
+    "RenderCache",
     "check_if",
     "drive_of",
     "href_of",
@@ -36,11 +37,40 @@ __all__ = [
 PREFIX: Final = "/drive"
 
 
+class RenderCache:
+    """Rendered folder listings (JSON or multistatus bytes), by user, path and form, kept
+    while the folder's :meth:`Drive.version` is unchanged: clients poll folders, and a
+    10,000-entry folder costs far more to render than to check."""
+
+    def __init__(self, entries: int = 256, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self._entries = entries
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._data: dict[tuple[str, ...], tuple[tuple[int, ...], bytes]] = {}
+
+    def get(self, key: tuple[str, ...], version: tuple[int, ...]) -> bytes | None:
+        hit = self._data.get(key)
+        return hit[1] if hit is not None and hit[0] == version else None
+
+    def put(self, key: tuple[str, ...], version: tuple[int, ...], body: bytes) -> None:
+        if len(body) > self._max_bytes // 4:
+            return
+        if len(self._data) >= self._entries or self._bytes + len(body) > self._max_bytes:
+            self._data.clear()
+            self._bytes = 0
+        old = self._data.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old[1])
+        self._data[key] = (version, body)
+        self._bytes += len(body)
+
+
 @dataclass
 class DriveServices:
     shares: Shares
     drives: dict[str, Drive]
     locks: LockTable
+    rendered: RenderCache = field(default_factory=RenderCache)
 
 
 DRIVES = web.AppKey("drives", DriveServices)

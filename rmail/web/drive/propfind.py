@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -18,10 +18,21 @@ from rmail.store.drive import Drive, Entry, split_path
 from rmail.web.davxml import DAV, MAX_BODY, parse
 from rmail.web.drive.base import DRIVES, href_of, precondition
 from rmail.web.drive.locks import Lock
-from rmail.web.drive.xml import ALLPROP_LIVE, LIVE, empty_prop, live_prop, multistatus, response
+from rmail.web.drive.xml import (
+    ALLPROP_LIVE,
+    LIVE,
+    QUOTA_AVAILABLE,
+    QUOTA_USED,
+    empty_prop,
+    live_prop,
+    multistatus,
+    response,
+)
 from rmail.web.http import ApiError
 
 __all__ = ["propfind", "read_body"]
+
+_QUOTA: Final = frozenset((QUOTA_AVAILABLE, QUOTA_USED))
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -48,13 +59,21 @@ async def propfind(request: web.Request, user: str, drive: Drive, path: str) -> 
         if depth != "infinity":
             raise ApiError(400, "Depth is 0, 1 or infinity")
         raise precondition(403, "propfind-finite-depth")
+    table = request.app[DRIVES].locks
+    cache = request.app[DRIVES].rendered
+    # Not cached: answers that show locks or the quota, which change without the folder.
+    cacheable = next(table.all(user), None) is None and not (set(names) & _QUOTA)
+    key = (str(drive.root), path, "propfind", depth, mode, *names)
+    version = await asyncio.to_thread(drive.version, path) if cacheable else ()
+    cached = cache.get(key, version) if cacheable else None
+    if cached is not None:
+        return _multistatus_response(cached)
     entry = await asyncio.to_thread(drive.stat, path)
     parts = split_path(path)
     targets: list[tuple[list[str], Entry]] = [(parts, entry)]
     if entry.type == "dir" and depth == "1":
         children, _, _ = await asyncio.to_thread(drive.listing, path)
         targets += [([*parts, child.name], child) for child in children]
-    table = request.app[DRIVES].locks
     quota = _Lazy(drive.quota)
     responses = []
     for p, e in targets:
@@ -62,9 +81,14 @@ async def propfind(request: web.Request, user: str, drive: Drive, path: str) -> 
         responses.append(
             _response(p, e, (mode, names), locks=locks, quota=quota, remaining=table.remaining)
         )
-    return web.Response(
-        status=207, body=multistatus(responses), content_type="application/xml", charset="utf-8"
-    )
+    body = multistatus(responses)
+    if cacheable:
+        cache.put(key, version, body)
+    return _multistatus_response(body)
+
+
+def _multistatus_response(body: bytes) -> web.Response:
+    return web.Response(status=207, body=body, content_type="application/xml", charset="utf-8")
 
 
 def _request(root: ET.Element | None) -> tuple[str, list[str]]:

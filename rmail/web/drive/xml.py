@@ -20,6 +20,8 @@ from rmail.web.drive.locks import Lock
 __all__ = [
     "ALLPROP_LIVE",
     "LIVE",
+    "QUOTA_AVAILABLE",
+    "QUOTA_USED",
     "activelock",
     "empty_prop",
     "live_prop",
