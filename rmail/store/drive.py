@@ -375,8 +375,12 @@ class Drive:
         parts = split_path(path)
         if not parts:
             raise InvalidInput("a file needs a name")
+        try:
+            replaced = self.stat(path).size  # an overwrite needs room for the difference
+        except NotFound:
+            replaced = 0
         if size_hint is not None:
-            self._check_quota(size_hint)
+            self._check_quota(size_hint - replaced)
         self.files.mkdir(parents=True, exist_ok=True)
         if make_parents:
             self.make_folders(parts[:-1])
@@ -394,7 +398,7 @@ class Drive:
                         head += chunk[: 16 - len(head)]
                     size += len(chunk)
                     if size_hint is None or size > size_hint:
-                        self._check_quota(size)
+                        self._check_quota(size - replaced)
                     digest.update(chunk)
                     out.write(chunk)
                 out.flush()

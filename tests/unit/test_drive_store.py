@@ -159,3 +159,12 @@ def test_adopt_indexes_files_put_there_by_other_means(tmp_path: Path) -> None:
     assert drive.stat("bulk/f3.bin").content_type == "image/png"
     assert drive.adopt("bulk") == Totals()
     _check_all(drive)
+
+
+def test_overwriting_a_file_needs_room_only_for_the_difference(tmp_path: Path) -> None:
+    drive = Drive(tmp_path, fsync=False, quota=lambda: (1000, 0))
+    drive.write("f", [b"x" * 800], size_hint=800)
+    drive.write("f", [b"y" * 900], size_hint=900)
+    drive.write("f", [b"z" * 100, b"z" * 850])  # no size given: checked as it arrives
+    with pytest.raises(QuotaExceeded):
+        drive.write("g", [b"x" * 100], size_hint=100)

@@ -58,6 +58,7 @@ from rmail.web.http import ApiError, field, json_body
 __all__ = ["setup"]
 
 CHUNK: Final = 256 * 1024
+UPLOAD_BLOCK: Final = 1024 * 1024  # what a PUT hands the writer thread at a time
 _ACTIVE_TYPES: Final = (
     "text/html",
     "image/svg+xml",
@@ -175,7 +176,17 @@ async def _put(
     loop = asyncio.get_running_loop()
 
     async def read() -> bytes:
-        return await request.content.read(CHUNK)
+        # Up to UPLOAD_BLOCK of what has arrived: one hop to the writer thread per block
+        # instead of one per socket read.
+        parts: list[bytes] = []
+        size = 0
+        while size < UPLOAD_BLOCK:
+            chunk = await request.content.readany()
+            if not chunk:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+        return b"".join(parts)
 
     chunks = _pull(loop, read)
     try:
