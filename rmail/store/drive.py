@@ -31,20 +31,21 @@ import secrets
 import shutil
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 from rmail.errors import AlreadyExists, InvalidInput, NotFound, QuotaExceeded
 from rmail.store.fsio import FileLock, atomic_write_json, fsync_dir, read_json
 
-__all__ = ["Drive", "Entry", "Totals", "split_path"]
+__all__ = ["Drive", "Entry", "PreconditionFailedError", "Totals", "content_type_of", "split_path"]
 
 MAX_DEPTH: Final = 64
 MAX_COMPONENT: Final = 255
 _INDEX: Final = "_index.json"
 _LOCK: Final = "_index.lock"
 _CHUNK: Final = 1024 * 1024
+_LISTING_CACHE: Final = 256  # folders whose parsed listing a Drive keeps
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,8 @@ class Entry:
     etag: str
     mtime: float
     content_type: str
+    # Dead (client-set) properties: Clark name -> the property element as XML text.
+    props: dict[str, str] = field(default_factory=dict, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -113,9 +116,36 @@ def _check(name: str) -> None:
         raise InvalidInput(f"{name!r} is a reserved name")
 
 
-def content_type_of(name: str) -> str:
+# Magic numbers sniffed when the name says nothing: only types a browser cannot be
+# talked into running as script (no HTML, SVG or XML sniffing).
+_MAGIC: Final = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"%PDF-", "application/pdf"),
+    (b"PK\x03\x04", "application/zip"),
+    (b"\x1f\x8b", "application/gzip"),
+    (b"OggS", "audio/ogg"),
+    (b"fLaC", "audio/flac"),
+    (b"ID3", "audio/mpeg"),
+)
+_OCTETS: Final = "application/octet-stream"
+
+
+def content_type_of(name: str, head: bytes = b"") -> str:
+    """The type a name implies; for an unknown extension, what the first bytes show."""
     guessed, _ = mimetypes.guess_type(name, strict=False)
-    return guessed or "application/octet-stream"
+    if guessed and guessed != _OCTETS:  # ".bin" says octets: look at the bytes anyway
+        return guessed
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[4:8] == b"ftyp":
+        return "video/mp4"
+    return _OCTETS
 
 
 class Drive:
@@ -135,6 +165,9 @@ class Drive:
         self.fsync = fsync
         self._quota = quota
         self._locks: dict[str, FileLock] = {}
+        # Parsed listings by folder, with the (inode, mtime, size) of the _index.json they
+        # came from: an index is replaced by rename, so a changed file has a new inode.
+        self._listings: dict[Path, tuple[tuple[int, int, int], list[Entry], Totals, Totals]] = {}
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -157,7 +190,8 @@ class Drive:
         if not parts:
             index = self._read_index(self.files)
             total = Totals.from_json(index.get("total"))
-            return Entry("", "dir", total.bytes, self._meta_ctag(), 0.0, "")
+            props = dict(index.get("props") or {})
+            return Entry("", "dir", total.bytes, self._meta_ctag(), 0.0, "", props)
         parent = self._read_index(self._dir(parts[:-1]))
         child = parent.get("children", {}).get(parts[-1])
         if child is None:
@@ -169,9 +203,44 @@ class Drive:
         parts = split_path(path)
         if parts and self.stat(path).type != "dir":
             raise NotFound(f"not a folder: {path}")
-        index = self._read_index(self._dir(parts))
+        folder = self._dir(parts)
+        try:
+            st = os.stat(folder / _INDEX)
+        except FileNotFoundError:
+            self._read_index(folder)  # NotFound, unless the root before its first write
+            return [], Totals(), Totals()
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        hit = self._listings.get(folder)
+        if hit is not None and hit[0] == key:
+            return list(hit[1]), hit[2], hit[3]
+        index = self._read_index(folder)
         children = [_entry(name, c) for name, c in sorted(index.get("children", {}).items())]
-        return children, Totals.from_json(index.get("self")), Totals.from_json(index.get("total"))
+        own, total = Totals.from_json(index.get("self")), Totals.from_json(index.get("total"))
+        if len(self._listings) >= _LISTING_CACHE:
+            self._listings.clear()
+        self._listings[folder] = (key, children, own, total)
+        return list(children), own, total
+
+    def version(self, path: str) -> tuple[int, ...]:
+        """A value that changes whenever the file or folder ``path`` (its entry or, for a
+        folder, its listing) changes: the inode, mtime and size of its parent's and its own
+        ``_index.json``. For caching what is rendered from them. Raises NotFound."""
+        parts = split_path(path)
+        key: list[int] = []
+        folders = [self._dir(parts[:-1]), self._dir(parts)] if parts else [self.files]
+        for folder in folders:
+            try:
+                st = os.stat(folder / _INDEX)
+            except NotADirectoryError:
+                key += [0, 0, 0]  # a file: its entry is in the parent's index
+                continue
+            except FileNotFoundError:
+                if folder != self.files:
+                    raise NotFound(f"no such file or folder: /{'/'.join(parts)}") from None
+                key += [0, 0, 0]
+                continue
+            key += [st.st_ino, st.st_mtime_ns, st.st_size]
+        return tuple(key)
 
     def open(self, path: str) -> tuple[BinaryIO, Entry]:
         """An open file and its entry. Raises NotFound (also for a folder)."""
@@ -291,9 +360,11 @@ class Drive:
         if_none_match: bool = False,
         size_hint: int | None = None,
         make_parents: bool = True,
+        props: dict[str, str] | None = None,
     ) -> tuple[Entry, bool]:
         """Store a file from ``chunks`` (streamed to disk); returns its entry and whether it
-        is new. Parents are created when missing.
+        is new. Parents are created when missing. A replaced file keeps its dead properties
+        unless ``props`` gives new ones.
 
         Raises:
             InvalidInput: bad path, or a folder is in the way.
@@ -304,8 +375,12 @@ class Drive:
         parts = split_path(path)
         if not parts:
             raise InvalidInput("a file needs a name")
+        try:
+            replaced = self.stat(path).size  # an overwrite needs room for the difference
+        except NotFound:
+            replaced = 0
         if size_hint is not None:
-            self._check_quota(size_hint)
+            self._check_quota(size_hint - replaced)
         self.files.mkdir(parents=True, exist_ok=True)
         if make_parents:
             self.make_folders(parts[:-1])
@@ -315,12 +390,15 @@ class Drive:
         tmp = folder / f".{secrets.token_hex(8)}.upload.tmp"
         digest = hashlib.sha256()
         size = 0
+        head = b""
         try:
             with open(tmp, "wb") as out:
                 for chunk in chunks:
+                    if len(head) < 16:
+                        head += chunk[: 16 - len(head)]
                     size += len(chunk)
                     if size_hint is None or size > size_hint:
-                        self._check_quota(size)
+                        self._check_quota(size - replaced)
                     digest.update(chunk)
                     out.write(chunk)
                 out.flush()
@@ -342,7 +420,7 @@ class Drive:
                 if self.fsync:
                     fsync_dir(folder)
                 now = time.time()
-                kind = content_type_of(parts[-1])
+                kind = content_type_of(parts[-1], head)
                 child = {
                     "type": "file",
                     "size": size,
@@ -350,12 +428,17 @@ class Drive:
                     "mtime": now,
                     "content_type": kind,
                 }
+                kept = dict(current.get("props") or {}) if current else {}
+                if props is not None:
+                    kept = dict(props)
+                if kept:
+                    child["props"] = kept
                 delta = self._set_child(parts[:-1], parts[-1], child)
                 self._propagate(parts[:-1], delta)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-        return Entry(parts[-1], "file", size, etag, now, kind), current is None
+        return Entry(parts[-1], "file", size, etag, now, kind, kept), current is None
 
     def make_folders(self, parts: list[str]) -> None:
         """Create the folders of ``parts`` that are missing (like ``mkdir -p``)."""
@@ -370,7 +453,9 @@ class Drive:
             raise AlreadyExists("the root folder exists")
         return self._mkdir(parts, exist_ok=False)
 
-    def _mkdir(self, parts: list[str], *, exist_ok: bool) -> Entry:
+    def _mkdir(
+        self, parts: list[str], *, exist_ok: bool, props: dict[str, str] | None = None
+    ) -> Entry:
         parent = self._dir(parts[:-1])
         with self._chain(parts[:-1]):
             index = self._read_index(parent)
@@ -387,10 +472,18 @@ class Drive:
                 folder / _INDEX, {"self": {}, "total": {}, "children": {}}, fsync=self.fsync
             )
             now = time.time()
-            child = {"type": "dir", "size": 0, "etag": "", "mtime": now, "content_type": ""}
+            child: dict[str, Any] = {
+                "type": "dir",
+                "size": 0,
+                "etag": "",
+                "mtime": now,
+                "content_type": "",
+            }
+            if props:
+                child["props"] = dict(props)
             delta = self._set_child(parts[:-1], parts[-1], child)
             self._propagate(parts[:-1], delta)
-        return Entry(parts[-1], "dir", 0, "", now, "")
+        return Entry(parts[-1], "dir", 0, "", now, "", dict(props or {}))
 
     def delete(self, path: str, *, if_match: str | None = None) -> Totals:
         """Remove a file or a whole folder. Returns what was removed. Raises NotFound."""
@@ -461,7 +554,10 @@ class Drive:
                 raise AlreadyExists(f"/{'/'.join(dst)} exists")
             os.rename(src_parent / src[-1], dst_parent / dst[-1])
             if child["type"] == "file":
-                child = {**child, "content_type": content_type_of(dst[-1]), "mtime": time.time()}
+                kind = content_type_of(dst[-1])
+                if kind == _OCTETS:
+                    kind = str(child.get("content_type") or _OCTETS)
+                child = {**child, "content_type": kind, "mtime": time.time()}
             self._set_child(src[:-1], src[-1], None)
             self._propagate(src[:-1], -moved)
             self._set_child(dst[:-1], dst[-1], child)
@@ -471,12 +567,21 @@ class Drive:
                 fsync_dir(dst_parent)
         return self.stat(target), not replaced
 
-    def copy(self, source: str, target: str, *, overwrite: bool = True) -> tuple[Entry, bool]:
-        """Copy a file or folder tree. Returns the new entry and whether it is new."""
+    def copy(
+        self, source: str, target: str, *, overwrite: bool = True, recursive: bool = True
+    ) -> tuple[Entry, bool]:
+        """Copy a file or folder (with everything below it unless not ``recursive``), dead
+        properties included. Returns the new entry and whether it is new.
+
+        Raises:
+            NotFound: no source.
+            AlreadyExists: the target exists and not ``overwrite``.
+            InvalidInput: a folder onto or into itself.
+        """
         src, dst = split_path(source), split_path(target)
         if not dst:
             raise InvalidInput("cannot copy onto the root folder")
-        if src and dst[: len(src)] == src:
+        if dst[: len(src)] == src:
             raise InvalidInput("a folder cannot be copied into itself")
         entry = self.stat(source)
         replaced = False
@@ -488,21 +593,104 @@ class Drive:
             replaced = True
         except NotFound:
             pass
-        self._check_quota(self._subtree(src, entry).bytes)
         if entry.type == "file":
+            self._check_quota(entry.size)
             with open(self._dir(src), "rb") as f:
-                self.write(target, _chunks(f))
-        else:
-            self.make_folders(dst)
+                self.write(target, _chunks(f), props=entry.props)
+            return self.stat(target), not replaced
+        if recursive:
+            self._check_quota(self._subtree(src, entry).bytes)
+        self.make_folders(dst[:-1])
+        self._mkdir(dst, exist_ok=False, props=entry.props)
+        if recursive:
             for rel, child in list(self.walk(source)):
-                tail = rel[len("/".join(src)) :].lstrip("/")
-                dest = "/".join([*dst, tail])
+                dest = "/".join([*dst, *split_path(rel)[len(src) :]])
                 if child.type == "dir":
-                    self.make_folders(split_path(dest))
+                    self._mkdir(split_path(dest), exist_ok=False, props=child.props)
                 else:
                     with open(self._dir(split_path(rel)), "rb") as f:
-                        self.write(dest, _chunks(f))
+                        self.write(dest, _chunks(f), props=child.props)
         return self.stat(target), not replaced
+
+    def adopt(self, path: str) -> Totals:
+        """Index the files put straight into folder ``path`` by other means (a restore,
+        rsync, a bulk import): each regular file there that its ``_index.json`` does not
+        list is hashed and added, in one index write. Folders and symlinks are left alone.
+        Returns what was added. Raises NotFound.
+        """
+        parts = split_path(path)
+        folder = self._dir(parts)
+        with self._chain(parts):
+            index = self._read_index(folder)
+            children = index.setdefault("children", {})
+            added = Totals()
+            for item in sorted(os.scandir(folder), key=lambda e: e.name):
+                try:
+                    _check(item.name)
+                except InvalidInput:
+                    continue
+                if item.name in children or not item.is_file(follow_symlinks=False):
+                    continue
+                digest = hashlib.sha256()
+                head = b""
+                with open(item.path, "rb") as f:
+                    for chunk in _chunks(f):
+                        head = head or chunk[:16]
+                        digest.update(chunk)
+                stat = item.stat(follow_symlinks=False)
+                children[item.name] = {
+                    "type": "file",
+                    "size": stat.st_size,
+                    "etag": '"' + digest.hexdigest()[:40] + '"',
+                    "mtime": stat.st_mtime,
+                    "content_type": content_type_of(item.name, head),
+                }
+                added = added + Totals(1, 0, stat.st_size)
+            self._check_quota(added.bytes)
+            index["self"] = (Totals.from_json(index.get("self")) + added).to_json()
+            atomic_write_json(folder / _INDEX, index, fsync=self.fsync)
+            self._propagate(parts, added)
+        return added
+
+    # -- dead properties -------------------------------------------------------------------
+
+    def set_props(self, path: str, changes: Iterable[tuple[str, str | None]]) -> Entry:
+        """Apply property changes in order (value None removes the property) at once.
+
+        The properties of a file or folder live in its entry in the parent's _index.json
+        (the root's in the root index under ``props``). Raises NotFound.
+        """
+        parts = split_path(path)
+        folder = self._dir(parts[:-1]) if parts else self.files
+        with self._chain(parts[:-1] if parts else []):
+            index = self._read_index(folder)
+            if parts:
+                holder = index.get("children", {}).get(parts[-1])
+                if holder is None:
+                    raise NotFound(f"no such file or folder: /{'/'.join(parts)}")
+            else:
+                holder = index
+            props = dict(holder.get("props") or {})
+            for name, value in changes:
+                if value is None:
+                    props.pop(name, None)
+                else:
+                    props[name] = value
+            if props:
+                holder["props"] = props
+            else:
+                holder.pop("props", None)
+            atomic_write_json(folder / _INDEX, index, fsync=self.fsync)
+        return self.stat(path)
+
+    def quota(self) -> tuple[int, int | None]:
+        """Bytes used by the drive, and bytes still free (None: no quota)."""
+        used = self.usage()
+        limits = self._quota() if self._quota is not None else None
+        if limits is None or limits[0] <= 0:
+            return used, None
+        quota, elsewhere = limits
+        return used, max(0, quota - used - elsewhere)
 
     def _subtree(self, parts: list[str], entry: Entry) -> Totals:
         if entry.type == "file":
@@ -527,6 +715,7 @@ def _entry(name: str, child: dict[str, Any]) -> Entry:
         str(child.get("etag", "")),
         float(child.get("mtime", 0)),
         str(child.get("content_type", "")),
+        dict(child.get("props") or {}),
     )
 
 

@@ -54,10 +54,17 @@ MAX_JSON_BYTES: Final = 1024 * 1024
 
 
 class ApiError(Exception):
-    """An HTTP error with a message for the client."""
+    """An HTTP error with a message for the client; ``xml`` replaces the JSON body with a
+    WebDAV ``error`` document (a named precondition)."""
 
     def __init__(
-        self, status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        xml: bytes | None = None,
+        **extra: Any,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -65,6 +72,7 @@ class ApiError(Exception):
         self.headers = headers or {}
         # More fields for the JSON body beside "error" (e.g. each recipient's failure).
         self.extra = extra
+        self.xml = xml
 
 
 def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -92,6 +100,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
+        if exc.xml is not None:
+            return web.Response(
+                status=exc.status,
+                body=exc.xml,
+                headers=exc.headers,
+                content_type="application/xml",
+                charset="utf-8",
+            )
         if exc.extra:
             body = {"error": exc.message, **exc.extra}
             return web.json_response(body, status=exc.status, headers=exc.headers)

@@ -136,7 +136,9 @@ async def test_etags_conditions_and_move(
     assert (await _req(http, s, "MKCOL", "/drive/e/sub"))[0] == 201
     assert (await _req(http, s, "MKCOL", "/drive/e/sub"))[0] == 405
     assert (await _req(http, s, "MKCOL", "/drive/nope/sub"))[0] == 409
-    status, _, found = await _req(http, s, "PROPFIND", "/drive/e", headers={"Depth": "1"})
+    status, _, found = await _req(
+        http, s, "PROPFIND", "/drive/e", headers={"Depth": "1", "Accept": "application/json"}
+    )
     assert status == 207 and {c["name"] for c in found["children"]} == {"other.txt", "sub"}
     assert found["totals"] == {"files": 1, "dirs": 1, "bytes": 3}
 

@@ -127,3 +127,44 @@ def test_concurrent_writers_keep_totals_exact(tmp_path: Path) -> None:
     _check_all(drive)
     _, own, _ = drive.listing("shared")
     assert own.files == 6 * 16
+
+
+def test_dead_properties_survive_put_move_and_copy(tmp_path: Path) -> None:
+    drive = Drive(tmp_path, fsync=False)
+    drive.write("a/f.txt", [b"one"])
+    drive.set_props("a/f.txt", [("{urn:x}p", '<ns0:p xmlns:ns0="urn:x">v</ns0:p>')])
+    drive.set_props("a", [("{urn:x}q", '<ns0:q xmlns:ns0="urn:x" />')])
+    drive.write("a/f.txt", [b"two"])
+    assert set(drive.stat("a/f.txt").props) == {"{urn:x}p"}
+    drive.move("a", "b")
+    drive.copy("b", "c")
+    for folder in ("b", "c"):
+        assert set(drive.stat(folder).props) == {"{urn:x}q"}
+        assert set(drive.stat(f"{folder}/f.txt").props) == {"{urn:x}p"}
+    drive.set_props("c/f.txt", [("{urn:x}p", None)])
+    assert drive.stat("c/f.txt").props == {} and drive.stat("b/f.txt").props
+    drive.copy("b", "d", recursive=False)
+    assert drive.listing("d")[0] == [] and drive.stat("d").props
+    _check_all(drive)
+
+
+def test_adopt_indexes_files_put_there_by_other_means(tmp_path: Path) -> None:
+    drive = Drive(tmp_path, fsync=False)
+    drive.mkdir("bulk")
+    for i in range(5):
+        (drive.files / "bulk" / f"f{i}.bin").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(i))
+    (drive.files / "bulk" / "skip.tmp").write_bytes(b"reserved name")
+    added = drive.adopt("bulk")
+    assert added == Totals(5, 0, 5 * 8 + 10)
+    assert drive.stat("bulk/f3.bin").content_type == "image/png"
+    assert drive.adopt("bulk") == Totals()
+    _check_all(drive)
+
+
+def test_overwriting_a_file_needs_room_only_for_the_difference(tmp_path: Path) -> None:
+    drive = Drive(tmp_path, fsync=False, quota=lambda: (1000, 0))
+    drive.write("f", [b"x" * 800], size_hint=800)
+    drive.write("f", [b"y" * 900], size_hint=900)
+    drive.write("f", [b"z" * 100, b"z" * 850])  # no size given: checked as it arrives
+    with pytest.raises(QuotaExceeded):
+        drive.write("g", [b"x" * 100], size_hint=100)

@@ -50,7 +50,7 @@ from rmail.web.dav.resources import (
     principal_path,
     resolve,
 )
-from rmail.web.dav.xml import (
+from rmail.web.davxml import (
     APPLE,
     CALDAV,
     CARDDAV,

@@ -17,7 +17,7 @@ import icalendar
 from rmail.errors import InvalidInput
 from rmail.ical import UTC, occurrences, overlaps
 from rmail.store.dav import ObjectMeta
-from rmail.web.dav.xml import CALDAV, CARDDAV
+from rmail.web.davxml import CALDAV, CARDDAV
 
 __all__ = [
     "TimeRange",

@@ -34,8 +34,11 @@ from aiohttp import BodyPartReader, web
 from rmail.errors import AlreadyExists, InvalidInput, NotFound, QuotaExceeded, RmailError
 from rmail.store.drive import Drive, Entry, Totals, split_path
 from rmail.store.shares import Share
-from rmail.web.drive import DRIVES, _drive, _owner_list, _pull
-from rmail.web.drive import PREFIX as PUBLIC_PREFIX
+from rmail.web.drive import _pull
+from rmail.web.drive.base import DRIVES
+from rmail.web.drive.base import PREFIX as PUBLIC_PREFIX
+from rmail.web.drive.base import drive_of as _drive
+from rmail.web.drive.base import owner_list as _owner_list
 from rmail.web.webmail import AREAS, PREFIX, base_url, page
 from rmail.web.webmail.mail import _context
 from rmail.web.webmail.session import Session, check_csrf, load_session

@@ -18,7 +18,7 @@ from aiohttp import web
 from rmail.errors import InvalidInput, PermissionDenied, RateLimited, RmailError
 from rmail.store.preferences import load_preferences, save_preferences
 from rmail.web.api import API
-from rmail.web.drive import _drive
+from rmail.web.drive.base import drive_of as _drive
 from rmail.web.webmail import AREAS, PREFIX, base_url, page
 from rmail.web.webmail.mail import _context
 from rmail.web.webmail.session import Session, start_session

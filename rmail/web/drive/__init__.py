@@ -4,9 +4,11 @@ Owner methods (HTTP Basic or a bearer token): GET/HEAD (a folder: JSON listing; 
 bytes with ETag, If-None-Match → 304, Range → 206), PUT (parents created; If-Match,
 If-None-Match: *), POST ``?action=mkdir`` or a multipart upload (each part's filename,
 which may hold ``/`` for folder uploads, lands at ``{path}/{filename}``), DELETE (file or
-tree), MOVE (``Destination: /drive/{dst}``, ``Overwrite: F``), MKCOL, PROPFIND (JSON; Depth
-0 or 1). Share management: ``POST/GET /drive/_share``, ``GET/PATCH/DELETE
-/drive/_share/{uid}``.
+tree), MKCOL, and WebDAV class 1 and 2: PROPFIND (XML, or JSON with ``Accept:
+application/json``; propfind.py), PROPPATCH (dead properties; proppatch.py), COPY and MOVE
+(copymove.py), LOCK and UNLOCK (lock.py, with the in-memory table of locks.py; the If
+header is parsed in ifheader.py and checked in base.py). Share management: ``POST/GET
+/drive/_share``, ``GET/PATCH/DELETE /drive/_share/{uid}``.
 
 A share link needs no login: GET/HEAD always (R); C lets visitors create files and
 folders below a shared folder, U overwrite files, D delete below the share root (never the
@@ -15,16 +17,17 @@ Downloads carry ``X-Content-Type-Options: nosniff``; from a share, HTML, SVG and
 sent as attachments under a sandboxing CSP, so a shared file cannot run script on this
 origin.
 
-Bodies stream: uploads go to disk as they arrive, downloads are sent from the file.
+Bodies stream: uploads go to disk as they arrive, downloads are sent from the file
+(``sendfile``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import urllib.parse
 from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import hdrs, web
@@ -36,12 +39,26 @@ from rmail.store.drive import Drive, Entry, PreconditionFailedError, split_path
 from rmail.store.shares import Share, Shares, is_share_uid
 from rmail.web.api import API
 from rmail.web.auth import authenticate
+from rmail.web.drive.base import (
+    DRIVES,
+    PREFIX,
+    DriveServices,
+    check_if,
+    drive_of,
+    owner_list,
+    require_unlocked,
+)
+from rmail.web.drive.copymove import copy_or_move
+from rmail.web.drive.lock import lock, unlock
+from rmail.web.drive.locks import LockTable
+from rmail.web.drive.propfind import propfind
+from rmail.web.drive.proppatch import proppatch
 from rmail.web.http import ApiError, field, json_body
 
 __all__ = ["setup"]
 
-PREFIX: Final = "/drive"
 CHUNK: Final = 256 * 1024
+UPLOAD_BLOCK: Final = 1024 * 1024  # what a PUT hands the writer thread at a time
 _ACTIVE_TYPES: Final = (
     "text/html",
     "image/svg+xml",
@@ -51,38 +68,10 @@ _ACTIVE_TYPES: Final = (
     "text/javascript",
     "application/javascript",
 )
-ALLOW: Final = "OPTIONS, GET, HEAD, PUT, POST, DELETE, MOVE, MKCOL, PROPFIND"
-
-
-@dataclass
-class DriveServices:
-    shares: Shares
-    drives: dict[str, Drive]
-
-
-DRIVES = web.AppKey("drives", DriveServices)
-
-
-def _drive(request: web.Request, address: str) -> Drive:
-    services = request.app[DRIVES]
-    found = services.drives.get(address)
-    if found is None:
-        store = request.app[API].store
-        root = store.accounts.user_dir(address) / "drive"
-
-        def quota() -> tuple[int, int]:
-            limit = store.accounts.mail_quota_bytes(address)
-            return limit, store.mailbox(address).usage_bytes()
-
-        found = Drive(root, fsync=store.fsync, quota=quota)
-        if len(services.drives) > 10_000:
-            services.drives.clear()
-        services.drives[address] = found
-    return found
-
-
-def _owner_list(request: web.Request, address: str) -> Any:
-    return request.app[API].store.accounts.user_dir(address) / "drive" / "_shares.json"
+ALLOW: Final = (
+    "OPTIONS, GET, HEAD, PUT, POST, DELETE, MKCOL, COPY, MOVE, PROPFIND, PROPPATCH, LOCK, UNLOCK"
+)
+DAV_HEADERS: Final = {"DAV": "1, 2", "MS-Author-Via": "DAV", "Allow": ALLOW}
 
 
 # -- streaming helpers -----------------------------------------------------------------------
@@ -154,8 +143,16 @@ async def _get(
     entry = await asyncio.to_thread(drive.stat, path)
     if entry.type == "file":
         return await _send_file(request, drive, path, public=shown is not None)
-    entries, own, total = await asyncio.to_thread(drive.listing, path)
-    return web.json_response(_listing_json(path if shown is None else shown, entries, own, total))
+    shown_path = path if shown is None else shown
+    version = await asyncio.to_thread(drive.version, path)
+    cache = request.app[DRIVES].rendered
+    key = (str(drive.root), path, "json", shown_path)
+    body = cache.get(key, version)
+    if body is None:
+        entries, own, total = await asyncio.to_thread(drive.listing, path)
+        body = json.dumps(_listing_json(shown_path, entries, own, total)).encode()
+        cache.put(key, version, body)
+    return web.Response(body=body, content_type="application/json")
 
 
 async def _put(
@@ -179,7 +176,17 @@ async def _put(
     loop = asyncio.get_running_loop()
 
     async def read() -> bytes:
-        return await request.content.read(CHUNK)
+        # Up to UPLOAD_BLOCK of what has arrived: one hop to the writer thread per block
+        # instead of one per socket read.
+        parts: list[bytes] = []
+        size = 0
+        while size < UPLOAD_BLOCK:
+            chunk = await request.content.readany()
+            if not chunk:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+        return b"".join(parts)
 
     chunks = _pull(loop, read)
     try:
@@ -245,31 +252,24 @@ async def _store_part(
     return entry
 
 
-def _destination(request: web.Request, prefix: str) -> str:
-    raw = request.headers.get("Destination", "")
-    if not raw:
-        raise ApiError(400, "MOVE needs a Destination header")
-    target = urllib.parse.urlsplit(raw).path
-    if not target.startswith(prefix + "/"):
-        raise ApiError(400, f"Destination must be inside {prefix}/")
-    return urllib.parse.unquote(target[len(prefix) + 1 :])
-
-
-def _overwrite(request: web.Request) -> bool:
-    value = request.headers.get("Overwrite", "T").strip().upper()
-    if value not in ("T", "F"):
-        raise ApiError(400, "Overwrite is T or F")
-    return value == "T"
-
-
 # -- the owner's drive -----------------------------------------------------------------------
 
 
 async def owner_request(request: web.Request, account: Account, path: str) -> web.StreamResponse:
-    drive = _drive(request, account.address)
+    drive = drive_of(request, account.address)
+    user = account.address
     method = request.method
+    handler = _DAV_METHODS.get(method)
+    if handler is not None:
+        return await handler(request, user, drive, path)
     if method in ("GET", "HEAD"):
         return await _get(request, drive, path)
+    parts = tuple(split_path(path))
+    if method in ("PUT", "POST", "MKCOL", "DELETE"):
+        await asyncio.to_thread(check_if, request, user, drive, parts)
+        # Replacing a file leaves its folder's membership alone; anything else changes it.
+        members = method != "PUT" or not await _exists(drive, path)
+        require_unlocked(request, user, parts, members=members, tree=method != "PUT")
     if method == "PUT":
         return await _put(request, drive, path)
     if method == "POST":
@@ -286,9 +286,13 @@ async def owner_request(request: web.Request, account: Account, path: str) -> we
             raise ApiError(405, "it exists") from None
         except NotFound:
             raise ApiError(409, "the parent folder does not exist") from None
+        except InvalidInput:
+            if parts and await _exists(drive, "/".join(parts)):
+                raise ApiError(405, "it exists") from None
+            raise
         return web.json_response(entry.to_json(), status=201)
     if method == "DELETE":
-        if not split_path(path):
+        if not parts:
             raise ApiError(403, "the root folder cannot be deleted")
         try:
             await asyncio.to_thread(
@@ -296,33 +300,29 @@ async def owner_request(request: web.Request, account: Account, path: str) -> we
             )
         except PreconditionFailedError as exc:
             raise ApiError(412, str(exc)) from None
+        request.app[DRIVES].locks.drop_below(user, parts)
         return web.Response(status=204)
-    if method == "MOVE":
-        target = _destination(request, PREFIX)
-        try:
-            _, created = await asyncio.to_thread(
-                lambda: drive.move(path, target, overwrite=_overwrite(request))
-            )
-        except AlreadyExists:
-            raise ApiError(412, "the destination exists (Overwrite: F)") from None
-        return web.Response(status=201 if created else 204)
-    if method == "PROPFIND":
-        return await _propfind_json(request, drive, path)
     raise ApiError(405, f"{method} is not supported here", {"Allow": ALLOW})
 
 
-async def _propfind_json(request: web.Request, drive: Drive, path: str) -> web.Response:
-    depth = request.headers.get("Depth", "1")
-    if depth not in ("0", "1"):
-        raise ApiError(403, "Depth must be 0 or 1")
-    entry = await asyncio.to_thread(drive.stat, path)
-    body: dict[str, Any] = {"path": "/" + "/".join(split_path(path)), **entry.to_json()}
-    if entry.type == "dir":
-        entries, own, total = await asyncio.to_thread(drive.listing, path)
-        body["self"], body["totals"] = own.to_json(), total.to_json()
-        if depth == "1":
-            body["children"] = [e.to_json() for e in entries]
-    return web.json_response(body, status=207)
+async def _exists(drive: Drive, path: str) -> bool:
+    try:
+        await asyncio.to_thread(drive.stat, path)
+    except NotFound:
+        return False
+    return True
+
+
+_DAV_METHODS: Final[
+    dict[str, Callable[[web.Request, str, Drive, str], Coroutine[Any, Any, web.Response]]]
+] = {
+    "PROPFIND": propfind,
+    "PROPPATCH": proppatch,
+    "COPY": copy_or_move,
+    "MOVE": copy_or_move,
+    "LOCK": lock,
+    "UNLOCK": unlock,
+}
 
 
 # -- share management ------------------------------------------------------------------------
@@ -352,11 +352,11 @@ def _share_json(request: web.Request, share: Share) -> dict[str, Any]:
 
 async def shares_request(request: web.Request, account: Account, rest: str) -> web.StreamResponse:
     services = request.app[DRIVES]
-    owner_list = _owner_list(request, account.address)
-    drive = _drive(request, account.address)
+    listing = owner_list(request, account.address)
+    drive = drive_of(request, account.address)
     if rest == "":
         if request.method == "GET":
-            found = await asyncio.to_thread(services.shares.list, account.address, owner_list)
+            found = await asyncio.to_thread(services.shares.list, account.address, listing)
             return web.json_response({"shares": [_share_json(request, s) for s in found]})
         if request.method != "POST":
             raise ApiError(405, "GET or POST", {"Allow": "GET, POST"})
@@ -372,7 +372,7 @@ async def shares_request(request: web.Request, account: Account, rest: str) -> w
         share = await asyncio.to_thread(
             lambda: services.shares.create(
                 account.address,
-                owner_list,
+                listing,
                 "/" + "/".join(split_path(target)),
                 name=name,
                 permissions=permissions,
@@ -400,7 +400,7 @@ async def shares_request(request: web.Request, account: Account, rest: str) -> w
         )
         return web.json_response(_share_json(request, share))
     if request.method == "DELETE":
-        await asyncio.to_thread(services.shares.delete, account.address, owner_list, uid)
+        await asyncio.to_thread(services.shares.delete, account.address, listing, uid)
         return web.Response(status=204)
     raise ApiError(405, "GET, PATCH or DELETE", {"Allow": "GET, PATCH, DELETE"})
 
@@ -412,7 +412,7 @@ async def share_request(request: web.Request, share: Share, parts: list[str]) ->
     """``parts`` are what follows ``/drive/{uid}/``: the share name, then a sub-path."""
     if not parts or parts[0] != share.name:
         raise ApiError(404, "not found")
-    drive = _drive(request, share.owner)
+    drive = drive_of(request, share.owner)
     root = split_path(share.target_path)
     sub = parts[1:]
     path = "/".join(root + sub)
@@ -422,6 +422,9 @@ async def share_request(request: web.Request, share: Share, parts: list[str]) ->
     method = request.method
     if method in ("GET", "HEAD"):
         return await _get(request, drive, path, shown="/".join(sub))
+    if method in ("PUT", "POST", "MKCOL", "DELETE"):
+        # A visitor holds no lock token: a locked file or folder is read-only to the link.
+        require_unlocked(request, share.owner, tuple(split_path(path)), members=True, tree=True)
     if method == "PUT":
         return await _put(
             request,
@@ -460,7 +463,9 @@ async def share_request(request: web.Request, share: Share, parts: list[str]) ->
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     if request.method == "OPTIONS":
-        return web.Response(headers={"Allow": ALLOW})
+        return web.Response(headers=DAV_HEADERS)
+    if "#" in request.raw_path:
+        raise ApiError(400, "a request URI has no fragment")
     raw = request.match_info.get("path", "")
     segments = [urllib.parse.unquote(s) for s in raw.split("/") if s != ""]
     try:
@@ -483,7 +488,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     account = await authenticate(request, "drive")
     if is_share_uid(first):
         try:
-            await asyncio.to_thread(_drive(request, account.address).stat, first)
+            await asyncio.to_thread(drive_of(request, account.address).stat, first)
         except NotFound:
             share = await asyncio.to_thread(request.app[DRIVES].shares.get, first)
             return await share_request(request, share, segments[1:])
@@ -492,7 +497,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 
 def setup(app: web.Application) -> None:
     store = app[API].store
-    app[DRIVES] = DriveServices(Shares(store.root, fsync=store.fsync), {})
+    app[DRIVES] = DriveServices(Shares(store.root, fsync=store.fsync), {}, LockTable())
     app.router.add_route("*", PREFIX, _redirect_root)
     app.router.add_route("*", PREFIX + "/{path:.*}", dispatch)
 

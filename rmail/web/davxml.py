@@ -1,4 +1,5 @@
-"""WebDAV XML: reading request bodies (defusedxml only) and writing multistatus answers.
+"""WebDAV XML, shared by CalDAV/CardDAV and the drive: reading request bodies (defusedxml
+only) and writing multistatus answers.
 
 Element names are Clark notation (``{DAV:}prop``). Requests are parsed with defusedxml, so a
 DTD, an entity or an external reference is refused instead of expanded.
@@ -23,6 +24,7 @@ __all__ = [
     "DAV",
     "element",
     "error_body",
+    "href",
     "multistatus",
     "parse",
     "propstat_response",
@@ -75,8 +77,10 @@ def href(path: str) -> ET.Element:
 
 
 def _status(code: int) -> ET.Element:
-    reasons = {200: "OK", 403: "Forbidden", 404: "Not Found", 409: "Conflict",
-               424: "Failed Dependency", 507: "Insufficient Storage"}  # fmt: skip
+    reasons = {200: "OK", 201: "Created", 204: "No Content", 403: "Forbidden",
+               404: "Not Found", 409: "Conflict", 412: "Precondition Failed", 423: "Locked",
+               424: "Failed Dependency", 502: "Bad Gateway",
+               507: "Insufficient Storage"}  # fmt: skip
     return element(f"{{{DAV}}}status", f"HTTP/1.1 {code} {reasons.get(code, '')}".rstrip())
 
 

@@ -1,0 +1,511 @@
+"""Benchmark of the drive: big transfers and a big listing, against ``cp`` and rclone.
+
+Run from the repository root::
+
+    .venv/bin/python bench/drive.py                    # 512 MB file, 10,000-file folder
+    .venv/bin/python bench/drive.py --quick            # 64 MB, 2,000 files (smoke test)
+    .venv/bin/python bench/drive.py --no-fsync         # rmail with store.fsync false
+    .venv/bin/python bench/drive.py --only rmail --json /tmp/drive.json
+
+Servers (each in its own process on 127.0.0.1, started and stopped by this script):
+
+1. ``rmail``: ``python -m rmail serve`` with a fresh config in a temp dir (every port 0, log
+   level WARNING, ``store.fsync`` true unless ``--no-fsync``, a 1 TB quota for the user); the
+   HTTP port is read from ``run/ports.json``. The ``--files`` files of the listing folder
+   are written straight to disk beforehand and indexed with the store's ``Drive.adopt``
+   (one index write; ``Drive.write`` file by file rewrites the folder's index each time,
+   which for 10,000 files takes many minutes).
+2. ``rclone``: ``rclone serve webdav`` (Debian's rclone) over a plain directory on the same
+   disk, with a user and password, the same files.
+
+Workload, the same for both: one PUT of a ``--size-mb`` file streamed from disk, one GET of
+it streamed to a file on the same disk, each ``--repeat`` times (best and worst shown); a
+listing of the ``--files`` folder (rmail: JSON ``GET`` and XML ``PROPFIND Depth: 1``;
+rclone: ``PROPFIND Depth: 1``), 10 times (median). The limit is ``cp`` of the same file on
+the same disk, followed by an fsync of the copy when rmail fsyncs (``--no-fsync``: plain
+``cp``). Before every timed step the disk is synced (untimed), so no step pays for the
+writeback of the one before. Peak RSS of the server is sampled every 20 ms during the
+transfers and compared with its RSS before them: it should stay flat (bodies stream,
+nothing holds a whole file).
+
+Output is Markdown on stdout: machine, table with ratios, targets (transfers at least 50 %
+of ``cp``, listing under 50 ms) and the CPU seconds of every other process on the machine
+during the run (two shared cores: a busy neighbour shows up there). ``--json PATH`` writes
+the figures as JSON. Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+
+REPO: Final = Path(__file__).resolve().parent.parent
+HOST: Final = "127.0.0.1"
+USER: Final = "alice@example.test"
+PASSWORD: Final = "bench-password"
+CHUNK: Final = 1 << 20
+START_TIMEOUT: Final = 30.0
+TARGET_RATIO: Final = 0.5
+TARGET_LIST_MS: Final = 50.0
+CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
+LISTINGS: Final = 10
+PROPFIND_BODY: Final = (
+    b'<?xml version="1.0"?><propfind xmlns="DAV:"><prop><resourcetype/><getcontentlength/>'
+    b"<getetag/><getlastmodified/></prop></propfind>"
+)
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def process_tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{entry.name}/stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, ()))
+    return out
+
+
+def rss_mb(root: int) -> float:
+    total = 0
+    for pid in process_tree(root):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total / 1024
+
+
+def cpu_of(root: int) -> float:
+    total = 0
+    for pid in process_tree(root):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(f) for f in fields[11:15])
+    return total / CLK_TCK
+
+
+def machine_busy() -> float:
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+async def stop_process(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 20)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+@dataclass
+class Server:
+    name: str
+    base: str  # URL of the drive root, ending in "/"
+    proc: asyncio.subprocess.Process
+    log: Path
+    populate_s: float = 0.0  # rmail: writing the listing folder before the start
+
+
+async def start_rmail(work: Path, args: argparse.Namespace) -> Server:
+    sys.path.insert(0, str(REPO))
+    from rmail.config import AuthConfig
+    from rmail.store import Store
+    from rmail.store.drive import Drive
+
+    root = work / "rmail"
+    auth = {"argon2_time_cost": 1, "argon2_memory_kib": 64}
+    config = {
+        "hostname": "mail.example.test",
+        "mail_root": str(root),
+        "domains": ["example.test"],
+        "log_level": "WARNING",
+        "smtp": {"host": HOST, "port": 0, "submission_port": 0, "smtps_port": 0},
+        "imap": {"host": HOST, "port": 0, "imaps_port": 0},
+        "exchange_api": {"host": HOST, "port": 0, "secure_port": 0},
+        "store": {"fsync": not args.no_fsync},
+        "auth": auth,
+    }
+    path = work / "config.json"
+    path.write_text(json.dumps(config, indent=1))
+    store = Store.open(root, auth=AuthConfig(**auth), hostname="mail.example.test")
+    try:
+        store.create_user(USER, PASSWORD)
+        store.accounts.set_user(USER, quota_mb=1024 * 1024)  # the most allowed: 1 TB
+        drive = Drive(store.accounts.user_dir(USER) / "drive", fsync=False)
+        say(f"rmail: writing {args.files:,} files and indexing them with Drive.adopt")
+        t0 = time.perf_counter()
+        drive.mkdir("many")
+        for i in range(args.files):
+            (drive.files / "many" / f"file-{i:05d}.txt").write_bytes(b"x" * 100)
+        drive.adopt("many")
+        populate = time.perf_counter() - t0
+    finally:
+        store.close()
+    log = work / "rmail.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RMAIL_")}
+    env["PYTHONPATH"] = str(REPO)
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "rmail", "serve", "--config", str(path)),
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+        )
+    ports = root / "run" / "ports.json"
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.returncode is not None:
+            raise RuntimeError(f"rmail exited: {log.read_text()[-2000:]}")
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+            port = int(json.loads(ports.read_text())["http"])
+            return Server("rmail", f"http://{HOST}:{port}/drive/", proc, log, populate)
+        await asyncio.sleep(0.05)
+    raise RuntimeError("rmail did not write run/ports.json in time")
+
+
+async def start_rclone(work: Path, args: argparse.Namespace) -> Server:
+    rclone = shutil.which("rclone")
+    if rclone is None:
+        raise RuntimeError("rclone is not installed (apt-get install rclone)")
+    root = work / "rclone"
+    (root / "many").mkdir(parents=True)
+    for i in range(args.files):
+        (root / "many" / f"file-{i:05d}.txt").write_bytes(b"x" * 100)
+    port = free_port()
+    log = work / "rclone.log"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            *(rclone, "serve", "webdav", str(root), "--addr", f"{HOST}:{port}"),
+            *("--user", USER, "--pass", PASSWORD, "--config", str(work / "rclone.conf")),
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            socket.create_connection((HOST, port), timeout=0.2).close()
+            return Server("rclone", f"http://{HOST}:{port}/", proc, log)
+        await asyncio.sleep(0.05)
+    raise RuntimeError("rclone serve did not listen in time")
+
+
+# -- measurements ------------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    upload_s: list[float] = field(default_factory=list)
+    download_s: list[float] = field(default_factory=list)
+    list_ms: dict[str, float] = field(default_factory=dict)
+    rss_before_mb: float = 0.0
+    rss_peak_mb: float = 0.0
+    cpu_s: float = 0.0
+
+
+class RssSampler:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            self.peak = max(self.peak, await asyncio.to_thread(rss_mb, self.pid))
+            await asyncio.sleep(0.02)
+
+    def __enter__(self) -> RssSampler:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+def _auth() -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
+
+
+async def transfers(
+    server: Server, source: Path, work: Path, args: argparse.Namespace, figures: Figures
+) -> None:
+    size = args.size_mb * CHUNK
+    timeout = aiohttp.ClientTimeout(total=3600)
+    async with aiohttp.ClientSession(headers=_auth(), timeout=timeout) as http:
+        for i in range(args.repeat):
+            url = server.base + f"big-{i}.bin"
+            say(f"{server.name}: PUT {size >> 20} MB ({i + 1}/{args.repeat})")
+            await asyncio.to_thread(os.sync)  # no writeback of earlier steps in the figure
+            with source.open("rb") as f:
+                t0 = time.perf_counter()
+                async with http.put(url, data=f, headers={"Content-Length": str(size)}) as r:
+                    await r.read()
+                    if r.status not in (200, 201, 204):
+                        raise RuntimeError(f"{server.name} PUT answered {r.status}")
+                figures.upload_s.append(time.perf_counter() - t0)
+            say(f"{server.name}: GET ({i + 1}/{args.repeat})")
+            target = work / f"down-{server.name}.bin"
+            await asyncio.to_thread(os.sync)
+            t0 = time.perf_counter()
+            got = 0
+            async with http.get(url) as r:
+                with target.open("wb") as out:
+                    async for chunk in r.content.iter_chunked(CHUNK):
+                        got += len(chunk)
+                        out.write(chunk)
+            figures.download_s.append(time.perf_counter() - t0)
+            target.unlink()
+            if got != size:
+                raise RuntimeError(f"{server.name} GET gave {got} bytes of {size}")
+            async with http.delete(url) as r:
+                await r.read()
+
+
+async def listings(server: Server, figures: Figures) -> None:
+    url = server.base + "many/"
+    async with aiohttp.ClientSession(headers=_auth()) as http:
+        kinds = [("PROPFIND XML", "PROPFIND")]
+        if server.name == "rmail":
+            kinds.insert(0, ("GET JSON", "GET"))
+        for label, method in kinds:
+            times = []
+            for _ in range(LISTINGS + 1):
+                headers = {"Depth": "1"}
+                body = PROPFIND_BODY if method == "PROPFIND" else None
+                t0 = time.perf_counter()
+                async with http.request(method, url, data=body, headers=headers) as r:
+                    data = await r.read()
+                    if r.status not in (200, 207):
+                        raise RuntimeError(f"{server.name} {method} answered {r.status}")
+                times.append(time.perf_counter() - t0)
+            # The first listing reads and renders the folder; rmail keeps the rendered answer
+            # while the folder is unchanged, so the repeats show what a polling client gets.
+            figures.list_ms[f"{label}, first"] = times[0] * 1000
+            figures.list_ms[f"{label}, repeated"] = statistics.median(times[1:]) * 1000
+            say(f"{server.name}: {label} of the folder: {len(data):,} bytes")
+
+
+def cp_limit(source: Path, work: Path, fsync: bool, repeat: int) -> list[float]:
+    out: list[float] = []
+    for _ in range(repeat):
+        target = work / "cp-copy.bin"
+        os.sync()
+        t0 = time.perf_counter()
+        subprocess.run(["cp", str(source), str(target)], check=True)
+        if fsync:
+            fd = os.open(target, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        out.append(time.perf_counter() - t0)
+        target.unlink()
+    return out
+
+
+async def bench(server: Server, source: Path, work: Path, args: argparse.Namespace) -> Figures:
+    figures = Figures()
+    await asyncio.sleep(0.5)
+    figures.rss_before_mb = rss_mb(server.proc.pid)
+    cpu0 = cpu_of(server.proc.pid)
+    with RssSampler(server.proc.pid) as sampler:
+        await transfers(server, source, work, args, figures)
+    figures.rss_peak_mb = sampler.peak
+    await listings(server, figures)
+    figures.cpu_s = cpu_of(server.proc.pid) - cpu0
+    return figures
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def _range(values: Sequence[float]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:.2f}" if abs(hi - lo) < 0.005 else f"{lo:.2f}-{hi:.2f}"
+
+
+def report(
+    args: argparse.Namespace,
+    results: dict[str, Figures],
+    cp: list[float],
+    info: dict[str, Any],
+) -> str:
+    mb = args.size_mb
+    out = [
+        f"Machine: {info['machine']}; temp dir {info['work']}; rmail store.fsync "
+        f"{not args.no_fsync}; file {mb} MB, {args.repeat} runs (best-worst), listing of "
+        f"{args.files:,} files (median of {LISTINGS}).",
+        "",
+        "| operation | rmail | rclone serve webdav | limit (cp) | rmail / limit | rmail / rclone |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    r, c = results.get("rmail"), results.get("rclone")
+    cp_rate = [mb / s for s in cp]
+    verdicts = []
+    for label, attr in (("upload (PUT) MB/s", "upload_s"), ("download (GET) MB/s", "download_s")):
+        rr = [mb / s for s in getattr(r, attr)] if r else []
+        cr = [mb / s for s in getattr(c, attr)] if c else []
+        ratio = max(rr) / max(cp_rate) if rr else None
+        vs = max(rr) / max(cr) if rr and cr else None
+        out.append(
+            f"| {label} | {_range(rr) if rr else '-'} | {_range(cr) if cr else '-'} | "
+            f"{_range(cp_rate)} | {f'{ratio:.0%}' if ratio else '-'} | "
+            f"{f'{vs:.2f}x' if vs else '-'} |"
+        )
+        if ratio is not None:
+            ok = ratio >= TARGET_RATIO
+            verdicts.append(f"{label}: {ratio:.0%} of cp: {'met' if ok else '**missed**'}")
+    labels = list(dict.fromkeys([*(r.list_ms if r else {}), *(c.list_ms if c else {})]))
+    for label in labels:
+        rv = r.list_ms.get(label) if r else None
+        cv = c.list_ms.get(label) if c else None
+        vs = f"{rv / cv:.2f}x" if rv and cv else "-"
+        out.append(
+            f"| list {args.files:,} files, {label}, ms | {f'{rv:.1f}' if rv else '-'} | "
+            f"{f'{cv:.1f}' if cv else '-'} | | | {vs} |"
+        )
+        if rv is not None:
+            ok = rv <= TARGET_LIST_MS
+            verdicts.append(f"listing ({label}): {rv:.1f} ms: {'met' if ok else '**missed**'}")
+    for name, f in results.items():
+        out.append(
+            f"| {name} RSS MB before / peak during transfers | {f.rss_before_mb:.0f} / "
+            f"{f.rss_peak_mb:.0f} | | | | |"
+            if name == "rmail"
+            else f"| {name} RSS MB before / peak during transfers | | {f.rss_before_mb:.0f} / "
+            f"{f.rss_peak_mb:.0f} | | | |"
+        )
+    out.append("")
+    out.append(
+        f"- targets: transfers >= {TARGET_RATIO:.0%} of cp, listing <= {TARGET_LIST_MS:.0f} ms"
+    )
+    out.extend(f"- {v}" for v in verdicts)
+    if "populate_s" in info:
+        out.append(
+            f"- writing the {args.files:,} listing files and Drive.adopt took "
+            f"{info['populate_s']:.1f} s (before the server started)"
+        )
+    for name, f in results.items():
+        out.append(f"- {name} server CPU during its run: {f.cpu_s:.1f} s")
+    out.append(f"- {info['load']}")
+    return "\n".join(out)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
+    parser.add_argument("--size-mb", type=int, default=512, help="size of the big file")
+    parser.add_argument("--files", type=int, default=10_000, help="files in the listed folder")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each transfer")
+    parser.add_argument("--quick", action="store_true", help="64 MB and 2,000 files")
+    parser.add_argument("--no-fsync", action="store_true", help="rmail with store.fsync false")
+    parser.add_argument("--only", choices=("rmail", "rclone"), help="run one server")
+    parser.add_argument("--tmp", help="where the temp dir goes (default: the system's)")
+    parser.add_argument("--json", help="also write the figures as JSON to this path")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.size_mb, args.files = 64, 2000
+    return args
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    work = Path(tempfile.mkdtemp(prefix="rmail-bench-drive-", dir=args.tmp))
+    try:
+        source = work / "source.bin"
+        say(f"writing a {args.size_mb} MB source file")
+        with source.open("wb") as f:
+            block = os.urandom(CHUNK)
+            for i in range(args.size_mb):
+                f.write(block[i % 251 :] + block[: i % 251])  # no two blocks alike
+        cp = cp_limit(source, work, not args.no_fsync, args.repeat)
+        busy0, t0 = machine_busy(), time.perf_counter()
+        self0 = time.process_time()
+        results: dict[str, Figures] = {}
+        info: dict[str, Any] = {
+            "machine": f"{platform.node()}, {os.cpu_count()} CPUs, Python "
+            f"{platform.python_version()}",
+            "work": str(work),
+        }
+        servers_cpu = 0.0
+        for name, start in (("rmail", start_rmail), ("rclone", start_rclone)):
+            if args.only and args.only != name:
+                continue
+            say(f"{name}: starting")
+            server = await start(work, args)
+            if name == "rmail":
+                info["populate_s"] = server.populate_s
+            try:
+                results[name] = await bench(server, source, work, args)
+                servers_cpu += cpu_of(server.proc.pid)
+            finally:
+                await stop_process(server.proc)
+        wall = time.perf_counter() - t0
+        busy = machine_busy() - busy0
+        own = time.process_time() - self0
+        other = max(0.0, busy - servers_cpu - own)
+        cores = len(os.sched_getaffinity(0))
+        info["load"] = (
+            f"run: {wall:.0f} s wall; CPU s: servers {servers_cpu:.1f}, this client "
+            f"{own:.1f}, other processes on the machine {other:.1f} (of "
+            f"{wall * cores:.0f} available on {cores} cores); load average "
+            f"{os.getloadavg()[0]:.1f}"
+        )
+        print(report(args, results, cp, info))
+        if args.json:
+            data = {
+                "args": vars(args),
+                "info": info,
+                "cp_s": cp,
+                "results": {n: f.__dict__ for n, f in results.items()},
+            }
+            await asyncio.to_thread(Path(args.json).write_text, json.dumps(data, indent=1))
+        return 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return asyncio.run(main_async(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
