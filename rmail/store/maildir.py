@@ -777,6 +777,14 @@ class Mailbox:
             for n in names
         ]
 
+    def folder_counts(self) -> list[tuple[FolderInfo, int, int]]:
+        """Every folder with its message count and unseen count (from the indexes)."""
+        out = []
+        for info in self.list_folders():
+            index = self.folder(info.name).index
+            out.append((info, len(index), index.unseen))
+        return out
+
     def create_folder(self, name: str, special_use: str | None = None) -> None:
         """Create a folder and any missing parents (RFC 3501 §6.3.3).
 

@@ -141,20 +141,16 @@ async def list_folders(request: web.Request) -> web.Response:
     account = await current_account(request)
 
     def work() -> list[dict[str, Any]]:
-        box = _mailbox(request, account)
-        out = []
-        for info in box.list_folders():
-            index = box.folder(info.name).index
-            out.append(
-                {
-                    "name": info.name,
-                    "total": len(index),
-                    "unread": index.unseen,
-                    "special_use": info.special_use,
-                    "subscribed": info.subscribed,
-                }
-            )
-        return out
+        return [
+            {
+                "name": info.name,
+                "total": total,
+                "unread": unseen,
+                "special_use": info.special_use,
+                "subscribed": info.subscribed,
+            }
+            for info, total, unseen in _mailbox(request, account).folder_counts()
+        ]
 
     return web.json_response({"folders": await asyncio.to_thread(work)})
 

@@ -64,20 +64,16 @@ def _context(request: web.Request, session: Session, **extra: Any) -> dict[str, 
 
 async def _folders(request: web.Request, account: Account) -> list[dict[str, Any]]:
     def work() -> list[dict[str, Any]]:
-        box = _box(request, account)
-        out = []
-        for info in box.list_folders():
-            index = box.folder(info.name).index
-            out.append(
-                {
-                    "name": info.name,
-                    "total": len(index),
-                    "unread": index.unseen,
-                    "special_use": info.special_use,
-                    "depth": info.name.count("/"),
-                }
-            )
-        return out
+        return [
+            {
+                "name": info.name,
+                "total": total,
+                "unread": unseen,
+                "special_use": info.special_use,
+                "depth": info.name.count("/"),
+            }
+            for info, total, unseen in _box(request, account).folder_counts()
+        ]
 
     return await asyncio.to_thread(work)
 
