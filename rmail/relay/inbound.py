@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Generic, Literal, TypeVar
 
 import dkim
 import spf
@@ -152,6 +152,33 @@ class AuthVerdict:
 
 # -- the checker ----------------------------------------------------------------------------
 
+# Seconds an SPF result is reused for the same client IP, HELO name and sender. DNS records
+# behind it live for minutes to hours; a change in them is seen within this time.
+SPF_CACHE_SECONDS: Final = 60.0
+_RECENT_MAX: Final = 10_000
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _Recent(Generic[_K, _V]):
+    """A small dict whose entries expire ``ttl`` seconds after they were put (event loop
+    only, no lock); emptied when it reaches ``_RECENT_MAX`` entries."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._items: dict[_K, tuple[float, _V]] = {}
+
+    def get(self, key: _K) -> _V | None:
+        found = self._items.get(key)
+        if found is None or found[0] < time.monotonic():
+            return None
+        return found[1]
+
+    def put(self, key: _K, value: _V) -> None:
+        if len(self._items) >= _RECENT_MAX:
+            self._items.clear()
+        self._items[key] = (time.monotonic() + self.ttl, value)
+
 
 class InboundAuth:
     """SPF, DKIM and DMARC for inbound mail, with one resolver and a pool of threads.
@@ -170,6 +197,12 @@ class InboundAuth:
         # pyspf looks names up through one module-level function (spf.DNSLookup); rmail has
         # one resolver per process, so this is set once, here, and stays.
         spf.DNSLookup = _spf_lookup(resolver)
+        # SPF results of recent (client IP, HELO, sender) triples: a sender that sends many
+        # messages in a row (a list, a bulk run) is evaluated once a minute, not per message.
+        self._spf_seen: _Recent[tuple[str, str, str], SpfOutcome] = _Recent(SPF_CACHE_SECONDS)
+        self._dmarc_seen: _Recent[str, tuple[DmarcRecord | None, bool]] = _Recent(
+            SPF_CACHE_SECONDS
+        )
         _psl()  # parsed now, at start-up, rather than on the loop at the first message
 
     def close(self) -> None:
@@ -190,12 +223,24 @@ class InboundAuth:
         hostname = self.config.hostname
         domains = from_domains(message)
         loop = asyncio.get_running_loop()
-        spf_task = loop.run_in_executor(
-            self._pool, _guarded, "spf", _check_spf, ip, helo, mail_from, hostname
-        )
-        dkim_task = loop.run_in_executor(
-            self._pool, _guarded, "dkim", _check_dkim, message, self.resolver
-        )
+        spf_key = (ip, helo.lower(), mail_from.lower())
+        cached_spf = self._spf_seen.get(spf_key)
+        spf_task: asyncio.Future[Any]
+        if cached_spf is not None:
+            spf_task = loop.create_future()
+            spf_task.set_result(cached_spf)
+        else:
+            spf_task = loop.run_in_executor(
+                self._pool, _guarded, "spf", _check_spf, ip, helo, mail_from, hostname
+            )
+        dkim_task: asyncio.Future[Any]
+        if b"dkim-signature" not in message[: _header_end(message)].lower():
+            dkim_task = loop.create_future()  # unsigned: nothing to verify, no thread trip
+            dkim_task.set_result([])
+        else:
+            dkim_task = loop.run_in_executor(
+                self._pool, _guarded, "dkim", _check_dkim, message, self.resolver
+            )
         record_tasks = [asyncio.ensure_future(self._dmarc_record(domain)) for domain in domains]
         tasks: list[asyncio.Future[Any]] = [spf_task, dkim_task, *record_tasks]
         _done, pending = await asyncio.wait(tasks, timeout=CHECK_TIMEOUT)
@@ -206,6 +251,8 @@ class InboundAuth:
                 "inbound checks unfinished after %ss: reported as temperror", CHECK_TIMEOUT
             )
         spf_outcome = _result_or(spf_task, _spf_temperror(helo, mail_from))
+        if cached_spf is None and spf_outcome.result != "temperror":
+            self._spf_seen.put(spf_key, spf_outcome)
         dkim_outcomes = _result_or(dkim_task, [DkimOutcome("temperror", "", "", "")])
         dmarc_outcomes: list[DmarcOutcome] = []
         for domain, task in zip(domains, record_tasks, strict=True):
@@ -233,17 +280,23 @@ class InboundAuth:
 
     async def _dmarc_record(self, domain: str) -> tuple[DmarcRecord | None, bool] | None:
         """RFC 7489 §6.6.3 policy discovery: the record, and whether it came from the
-        organizational domain; None after a DNS failure (then the result is temperror)."""
+        organizational domain; None after a DNS failure (then the result is temperror).
+        Answers are reused for ``SPF_CACHE_SECONDS``, like SPF results."""
+        cached = self._dmarc_seen.get(domain)
+        if cached is not None:
+            return cached
         try:
             record, present = await self._dmarc_at(domain)
+            found: tuple[DmarcRecord | None, bool] = (record, False)
             org = organizational_domain(domain)
             if record is None and not present and org != domain:
                 record, _ = await self._dmarc_at(org)
-                return record, True
+                found = (record, True)
         except DnsTemporary as exc:
             logger.info("DMARC lookup failed domain=%s: %s", domain, exc)
             return None
-        return record, False
+        self._dmarc_seen.put(domain, found)
+        return found
 
     async def _dmarc_at(self, domain: str) -> tuple[DmarcRecord | None, bool]:
         """The record at ``_dmarc.{domain}``, and whether records were there at all (several

@@ -379,3 +379,22 @@ def test_stripping_forged_fields_keeps_every_other_line(lines: list[bytes]) -> N
     assert strip_forged_results(stripped, "mx.example.net") == stripped
     assert b"mx.example.net; forged" not in stripped
     assert stripped.count(b"kept") == head.count(b"kept")
+
+
+async def test_a_sender_seen_again_is_not_looked_up_again(zone: DnsServer) -> None:
+    """SPF results and DMARC records are reused for a while (SPF_CACHE_SECONDS): the second
+    message of the same sender from the same client asks the DNS server nothing, and gets
+    the same results."""
+    auth = checker(zone)
+    message = b"From: a@other.net\r\n\r\nbody\r\n"
+    try:
+        first = await auth.check(message, ip="127.0.0.1", helo="h", mail_from="x@other.net")
+        asked = len(zone.queries)
+        second = await auth.check(message, ip="127.0.0.1", helo="h", mail_from="x@other.net")
+        assert len(zone.queries) == asked
+        assert second == first
+        other = await auth.check(message, ip="127.0.0.2", helo="h", mail_from="x@other.net")
+        assert "spf=fail" in other.header  # another client IP: SPF is evaluated again
+    finally:
+        auth.close()
+    assert "spf=pass" in first.header and "dmarc=pass" in first.header
