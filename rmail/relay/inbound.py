@@ -200,9 +200,7 @@ class InboundAuth:
         # SPF results of recent (client IP, HELO, sender) triples: a sender that sends many
         # messages in a row (a list, a bulk run) is evaluated once a minute, not per message.
         self._spf_seen: _Recent[tuple[str, str, str], SpfOutcome] = _Recent(SPF_CACHE_SECONDS)
-        self._dmarc_seen: _Recent[str, tuple[DmarcRecord | None, bool]] = _Recent(
-            SPF_CACHE_SECONDS
-        )
+        self._dmarc_seen: _Recent[str, tuple[DmarcRecord | None, bool]] = _Recent(SPF_CACHE_SECONDS)
         _psl()  # parsed now, at start-up, rather than on the loop at the first message
 
     def close(self) -> None:
