@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rmail.errors import InvalidInput
-from rmail.web.drive.ifheader import Condition, IfList, parse_if
+from rmail.web.davif import Condition, IfList, parse_if
 
 
 def test_untagged_lists_with_not_and_etags_parse_in_order() -> None:

@@ -39,6 +39,7 @@ from rmail.store.drive import Drive, Entry, PreconditionFailedError, split_path
 from rmail.store.shares import Share, Shares, is_share_uid
 from rmail.web.api import API
 from rmail.web.auth import authenticate
+from rmail.web.davlocks import LockTable
 from rmail.web.drive.base import (
     DRIVES,
     PREFIX,
@@ -50,7 +51,6 @@ from rmail.web.drive.base import (
 )
 from rmail.web.drive.copymove import copy_or_move
 from rmail.web.drive.lock import lock, unlock
-from rmail.web.drive.locks import LockTable
 from rmail.web.drive.propfind import propfind
 from rmail.web.drive.proppatch import proppatch
 from rmail.web.http import ApiError, field, json_body

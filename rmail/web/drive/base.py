@@ -14,12 +14,13 @@ from typing import Final
 from aiohttp import web
 
 from rmail.errors import InvalidInput, NotFound
-from rmail.store.drive import Drive, Entry, split_path
+from rmail.store.drive import Drive, split_path
 from rmail.store.shares import Shares
+from rmail.web import davlocks
 from rmail.web.api import API
-from rmail.web.davxml import DAV, element, error_body, href, to_bytes
-from rmail.web.drive.ifheader import IfList, parse_if
-from rmail.web.drive.locks import LockTable
+from rmail.web.davif import IfList, parse_if
+from rmail.web.davlocks import LockTable
+from rmail.web.davxml import error_body, to_bytes
 from rmail.web.http import ApiError
 
 __all__ = [
@@ -136,13 +137,8 @@ def _if_lists(request: web.Request) -> list[IfList]:
 
 
 def submitted_tokens(request: web.Request) -> set[str]:
-    """Every state token named in the If header (negated ones too do not count)."""
-    return {
-        c.token
-        for lst in _if_lists(request)
-        for c in lst.conditions
-        if c.token is not None and not c.negated
-    }
+    """Every state token named in the If header (negated ones do not count)."""
+    return davlocks.submitted_tokens(_if_lists(request))
 
 
 def check_if(request: web.Request, user: str, drive: Drive, path: tuple[str, ...]) -> None:
@@ -151,27 +147,18 @@ def check_if(request: web.Request, user: str, drive: Drive, path: tuple[str, ...
     lists = _if_lists(request)
     if not lists:
         return
-    table = request.app[DRIVES].locks
-    for lst in lists:
-        target = path if lst.resource is None else path_of_url(request, lst.resource)
-        if target is None:
-            continue
+
+    def target_of(resource: str | None) -> tuple[str, ...] | None:
+        return path if resource is None else path_of_url(request, resource)
+
+    def etag_of(target: tuple[str, ...]) -> str | None:
         try:
-            entry: Entry | None = drive.stat("/".join(target))
+            return drive.stat("/".join(target)).etag or None
         except NotFound:
-            entry = None
-        tokens = {lock.token for lock in table.covering(user, target)}
-        if all(_holds(c.token, c.etag, entry, tokens) != c.negated for c in lst.conditions):
-            return
-    raise ApiError(412, "the If header does not hold")
+            return None
 
-
-def _holds(token: str | None, etag: str | None, entry: Entry | None, tokens: set[str]) -> bool:
-    if token is not None:
-        return token in tokens
-    if entry is None or not entry.etag or etag is None:
-        return False
-    return etag.removeprefix("W/") == entry.etag
+    if not davlocks.if_holds(lists, user, request.app[DRIVES].locks, target_of, etag_of):
+        raise ApiError(412, "the If header does not hold")
 
 
 def require_unlocked(
@@ -183,26 +170,14 @@ def require_unlocked(
     tree: bool = False,
 ) -> None:
     """Refuse (423) to change ``path`` while a lock covers it and none of its tokens was
-    submitted. ``members``: the parent's membership changes too (create, delete, move), so
-    a depth-0 lock on the parent counts; ``tree``: locks anywhere below count (a folder is
-    deleted or moved)."""
+    submitted (see :func:`rmail.web.davlocks.blocking_lock` for ``members`` and ``tree``)."""
     table = request.app[DRIVES].locks
-    locks = table.covering(user, path)
-    if members and path:
-        locks += [lock for lock in table.covering(user, path[:-1]) if lock not in locks]
-    if tree:
-        locks += [lock for lock in table.below(user, path) if lock not in locks]
-    if not locks:
-        return
-    given = submitted_tokens(request)
-    roots: dict[tuple[str, ...], set[str]] = {}
-    for lock in locks:
-        roots.setdefault(lock.path, set()).add(lock.token)
-    for lock in locks:
-        if not roots[lock.path] & given:
-            root = element(f"{{{DAV}}}lock-token-submitted", None, href(href_of(lock.path, True)))
-            body = to_bytes(element(f"{{{DAV}}}error", None, root))
-            raise ApiError(423, "the resource is locked", xml=body)
+    found = davlocks.blocking_lock(
+        table, user, path, submitted_tokens(request), members=members, tree=tree
+    )
+    if found is not None:
+        body = to_bytes(davlocks.lock_token_submitted(href_of(found.path, True)))
+        raise ApiError(423, "the resource is locked", xml=body)
 
 
 def precondition(status: int, condition: str) -> ApiError:

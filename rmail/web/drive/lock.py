@@ -10,8 +10,9 @@ import xml.etree.ElementTree as ET
 
 from aiohttp import web
 
-from rmail.errors import NotFound
+from rmail.errors import InvalidInput, NotFound
 from rmail.store.drive import Drive, split_path
+from rmail.web.davlocks import LockConflict, Scope, parse_lockinfo, parse_timeout
 from rmail.web.davxml import DAV, element, parse, to_bytes
 from rmail.web.drive.base import (
     DRIVES,
@@ -20,7 +21,6 @@ from rmail.web.drive.base import (
     require_unlocked,
     submitted_tokens,
 )
-from rmail.web.drive.locks import LockConflict, Scope, parse_timeout
 from rmail.web.drive.propfind import read_body
 from rmail.web.drive.xml import lockdiscovery
 from rmail.web.http import ApiError
@@ -41,19 +41,10 @@ def _answer(status: int, body: ET.Element, token: str | None = None) -> web.Resp
 
 
 def _lockinfo(root: ET.Element) -> tuple[Scope, str]:
-    if root.tag != f"{{{DAV}}}lockinfo":
-        raise ApiError(400, "the body must be a DAV:lockinfo")
-    scope: Scope | None = None
-    node = root.find(f"{{{DAV}}}lockscope")
-    if node is not None and node.find(f"{{{DAV}}}exclusive") is not None:
-        scope = "exclusive"
-    elif node is not None and node.find(f"{{{DAV}}}shared") is not None:
-        scope = "shared"
-    kind = root.find(f"{{{DAV}}}locktype")
-    if scope is None or kind is None or kind.find(f"{{{DAV}}}write") is None:
-        raise ApiError(400, "lockinfo needs a lockscope and a write locktype")
-    owner = root.find(f"{{{DAV}}}owner")
-    return scope, ET.tostring(owner, encoding="unicode") if owner is not None else ""
+    try:
+        return parse_lockinfo(root)
+    except InvalidInput as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 async def lock(request: web.Request, user: str, drive: Drive, path: str) -> web.Response:

@@ -15,9 +15,9 @@ from typing import Any, Final
 from aiohttp import web
 
 from rmail.store.drive import Drive, Entry, split_path
+from rmail.web.davlocks import Lock
 from rmail.web.davxml import DAV, MAX_BODY, parse
 from rmail.web.drive.base import DRIVES, href_of, precondition
-from rmail.web.drive.locks import Lock
 from rmail.web.drive.xml import (
     ALLPROP_LIVE,
     LIVE,

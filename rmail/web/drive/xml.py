@@ -13,16 +13,16 @@ from typing import Final
 from xml.sax.saxutils import escape
 
 from rmail.store.drive import Entry
-from rmail.web.davxml import DAV, element, href
+from rmail.web import davlocks
+from rmail.web.davlocks import Lock, supportedlock
+from rmail.web.davxml import DAV
 from rmail.web.drive.base import href_of
-from rmail.web.drive.locks import Lock
 
 __all__ = [
     "ALLPROP_LIVE",
     "LIVE",
     "QUOTA_AVAILABLE",
     "QUOTA_USED",
-    "activelock",
     "empty_prop",
     "live_prop",
     "lockdiscovery",
@@ -144,35 +144,5 @@ def multistatus(responses: Iterable[str]) -> bytes:
     return (head + "".join(responses) + "</D:multistatus>").encode("utf-8")
 
 
-def supportedlock() -> ET.Element:
-    node = element(_d("supportedlock"))
-    for scope in ("exclusive", "shared"):
-        node.append(
-            element(
-                _d("lockentry"),
-                None,
-                element(_d("lockscope"), None, element(_d(scope))),
-                element(_d("locktype"), None, element(_d("write"))),
-            )
-        )
-    return node
-
-
-def activelock(lock: Lock, remaining: int) -> ET.Element:
-    node = element(
-        _d("activelock"),
-        None,
-        element(_d("locktype"), None, element(_d("write"))),
-        element(_d("lockscope"), None, element(_d(lock.scope))),
-        element(_d("depth"), "infinity" if lock.deep else "0"),
-    )
-    if lock.owner:
-        node.append(ET.fromstring(lock.owner))
-    node.append(element(_d("timeout"), f"Second-{remaining}"))
-    node.append(element(_d("locktoken"), None, href(lock.token)))
-    node.append(element(_d("lockroot"), None, href(href_of(lock.path, False))))
-    return node
-
-
 def lockdiscovery(locks: Iterable[Lock], remaining: Callable[[Lock], int]) -> ET.Element:
-    return element(_d("lockdiscovery"), None, *(activelock(lk, remaining(lk)) for lk in locks))
+    return davlocks.lockdiscovery(locks, remaining, lambda path: href_of(path, False))
