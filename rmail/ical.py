@@ -26,6 +26,7 @@ __all__ = [
     "CardInfo",
     "InvalidCalendar",
     "alarms",
+    "load_calendar",
     "occurrences",
     "overlaps",
     "parse_calendar",
@@ -56,6 +57,9 @@ class CalendarInfo:
     start: float | None  # first moment covered (epoch seconds), None: no time at all
     end: float | None  # last moment covered; FOREVER for an endless recurrence
     recurring: bool
+    # One component and no recurrence: (start, end) is exactly the span of its only
+    # instance, so a time-range test on the index alone is the RFC 4791 §9.9 answer.
+    simple: bool
     method: str | None  # iTIP METHOD (REQUEST, REPLY, CANCEL), for scheduling messages
 
 
@@ -155,6 +159,20 @@ def alarms(component: Any) -> list[Alarm]:
     return out
 
 
+def load_calendar(data: bytes) -> Any:
+    """Parse iCalendar data without the checks and the extent of :func:`parse_calendar`
+    (which expands every occurrence of a bounded recurrence): for objects that were checked
+    when they were stored and are only read now.
+
+    Raises:
+        InvalidCalendar: not iCalendar.
+    """
+    try:
+        return icalendar.Calendar.from_ical(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, IndexError, KeyError, TypeError) as exc:
+        raise InvalidCalendar(f"not valid iCalendar data: {exc}") from None
+
+
 def parse_calendar(data: bytes, allowed: Iterable[str] = COMPONENTS) -> tuple[Any, CalendarInfo]:
     """Parse and check one calendar object resource (RFC 4791 §4.1).
 
@@ -164,10 +182,7 @@ def parse_calendar(data: bytes, allowed: Iterable[str] = COMPONENTS) -> tuple[An
         InvalidCalendar: not iCalendar, no or several UIDs, several component kinds, or a
             component kind not in ``allowed`` (condition supported-calendar-component).
     """
-    try:
-        calendar = icalendar.Calendar.from_ical(data.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, IndexError, KeyError, TypeError) as exc:
-        raise InvalidCalendar(f"not valid iCalendar data: {exc}") from None
+    calendar = load_calendar(data)
     if getattr(calendar, "name", None) != "VCALENDAR":
         raise InvalidCalendar("the object is not a VCALENDAR")
     parts = [c for c in calendar.subcomponents if c.name != "VTIMEZONE"]
@@ -200,6 +215,7 @@ def parse_calendar(data: bytes, allowed: Iterable[str] = COMPONENTS) -> tuple[An
         start=start,
         end=end,
         recurring=recurring,
+        simple=len(parts) == 1 and not recurring,
         method=str(method).upper() if method is not None else None,
     )
 

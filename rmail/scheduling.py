@@ -422,6 +422,7 @@ class Scheduling:
             start=info.start,
             end=info.end,
             recurring=info.recurring,
+            simple=info.simple,
             if_match=etag,
             if_none_match=etag is None,
         )

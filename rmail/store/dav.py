@@ -103,6 +103,9 @@ class ObjectMeta:
     end: float | None
     recurring: bool
     token: int  # the sync counter when it last changed
+    # One component, no recurrence: start/end are its exact span (False when unknown, as in
+    # entries written before this field existed).
+    simple: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -114,6 +117,7 @@ class ObjectMeta:
             "end": self.end,
             "recurring": self.recurring,
             "token": self.token,
+            "simple": self.simple,
         }
 
     @classmethod
@@ -128,6 +132,7 @@ class ObjectMeta:
             data.get("end"),
             bool(data.get("recurring", False)),
             int(data["token"]),
+            bool(data.get("simple", False)),
         )
 
 
@@ -376,6 +381,7 @@ class Collection:
         start: float | None = None,
         end: float | None = None,
         recurring: bool = False,
+        simple: bool = False,
         if_match: str | None = None,
         if_none_match: bool = False,
     ) -> tuple[ObjectMeta, bool]:
@@ -400,7 +406,16 @@ class Collection:
                 if holder is not None and holder != name:
                     raise AlreadyExists(f"UID {uid} is already used by {holder}")
                 meta = ObjectMeta(
-                    name, uid, etag, len(data), component, start, end, recurring, index.sync + 1
+                    name,
+                    uid,
+                    etag,
+                    len(data),
+                    component,
+                    start,
+                    end,
+                    recurring,
+                    index.sync + 1,
+                    simple,
                 )
             atomic_write(self.path / _OBJECTS / name, data, fsync=self.fsync, mode=0o600)
             self._log(["p", name, meta.to_json()])

@@ -9,6 +9,7 @@ each object covers), then parses only those.
 from __future__ import annotations
 
 import datetime
+import functools
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -24,9 +25,11 @@ __all__ = [
     "card_matches",
     "expand",
     "freebusy",
+    "index_decides",
     "index_prefilter",
     "matches",
     "parse_time_range",
+    "plain_event_range",
 ]
 
 TimeRange = tuple[float, float]
@@ -34,6 +37,7 @@ _FAR_PAST = -62135596800.0  # 0001-01-01
 _FAR_FUTURE = 253402300799.0  # 9999-12-31T23:59:59
 
 
+@functools.lru_cache(maxsize=256)  # a query tests the same range against every object
 def _when(text: str) -> float:
     try:
         value = datetime.datetime.strptime(text.strip(), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
@@ -87,6 +91,40 @@ def index_prefilter(filter_node: ET.Element, meta: ObjectMeta) -> bool:
                 # The index span covers every occurrence: no overlap there, none anywhere.
                 return False
     return True
+
+
+def plain_event_range(filter_node: ET.Element) -> TimeRange | None:
+    """The time range of a filter that is exactly VCALENDAR > VEVENT > time-range (what
+    clients send to fill a month view), None for any other filter.
+
+    For such a filter, an object whose index entry is ``simple`` (one VEVENT, no
+    recurrence) matches exactly when :func:`index_prefilter` passes: the index span is the
+    span of its only instance, computed by the same rules (``rmail.ical.span``) the full
+    evaluation applies to each instance. Only recurring or multi-component objects need
+    parsing and expansion.
+    """
+    top = _comp_filters(filter_node)
+    if len(filter_node) != 1 or len(top) != 1 or top.attrib.keys() - {"name"}:
+        return None
+    comp = top[0]
+    if comp.tag != f"{{{CALDAV}}}comp-filter" or comp.get("name", "").upper() != "VEVENT":
+        return None
+    if comp.attrib.keys() - {"name"} or len(comp) != 1:
+        return None
+    time_range = comp[0]
+    if time_range.tag != f"{{{CALDAV}}}time-range":
+        return None
+    return parse_time_range(time_range)
+
+
+def index_decides(filter_node: ET.Element, meta: ObjectMeta, *, plain: bool) -> bool | None:
+    """Whether an object matches, judged from its index entry, or None when only parsing
+    the object can tell. ``plain``: the filter is one :func:`plain_event_range` accepts."""
+    if not index_prefilter(filter_node, meta):
+        return False
+    if plain and meta.simple:
+        return True
+    return None
 
 
 def matches(filter_node: ET.Element, calendar: Any) -> bool:

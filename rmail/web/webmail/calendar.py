@@ -499,6 +499,7 @@ def _index_facts(data: bytes) -> dict[str, Any]:
         "start": info.start,
         "end": info.end,
         "recurring": info.recurring,
+        "simple": info.simple,
     }
 
 
