@@ -2,8 +2,9 @@
 
 Methods: OPTIONS, PROPFIND (Depth 0 and 1; infinity refused with
 ``DAV:propfind-finite-depth``), PROPPATCH, MKCALENDAR, MKCOL (extended), GET, HEAD, PUT
-(If-Match, If-None-Match: *), DELETE and REPORT (calendar-query, calendar-multiget,
-free-busy-query, sync-collection, addressbook-query, addressbook-multiget).
+(If-Match, If-None-Match: *), DELETE, LOCK and UNLOCK (class 2, see ``locking.py``) and
+REPORT (calendar-query, calendar-multiget, free-busy-query, sync-collection,
+addressbook-query, addressbook-multiget).
 
 Authentication: HTTP Basic (``user@domain:password``, through the shared login limiter and
 the verified-credentials cache) or a JSON API bearer token. Every user gets a calendar
@@ -27,7 +28,14 @@ from rmail.errors import (
     NotFound,
     QuotaExceeded,
 )
-from rmail.ical import COMPONENTS, UTC, InvalidCalendar, parse_calendar, parse_card
+from rmail.ical import (
+    COMPONENTS,
+    UTC,
+    InvalidCalendar,
+    load_calendar,
+    parse_calendar,
+    parse_card,
+)
 from rmail.scheduling import Scheduling
 from rmail.store.accounts import Account
 from rmail.store.dav import (
@@ -40,7 +48,7 @@ from rmail.store.dav import (
 )
 from rmail.web.api import API, ApiServices
 from rmail.web.auth import authenticate
-from rmail.web.dav import reports
+from rmail.web.dav import locking, reports
 from rmail.web.dav.resources import (
     PREFIX,
     Resource,
@@ -50,6 +58,7 @@ from rmail.web.dav.resources import (
     principal_path,
     resolve,
 )
+from rmail.web.davlocks import LockTable, supportedlock
 from rmail.web.davxml import (
     APPLE,
     CALDAV,
@@ -68,8 +77,11 @@ from rmail.web.http import ApiError
 
 __all__ = ["setup"]
 
-DAV_CLASSES: Final = "1, 3, calendar-access, addressbook, extended-mkcol"
-ALLOW: Final = "OPTIONS, GET, HEAD, PUT, DELETE, PROPFIND, PROPPATCH, REPORT, MKCOL, MKCALENDAR"
+# No calendar-schedule: RFC 6638 (scheduling inbox/outbox, schedule-tag) is not implemented.
+DAV_CLASSES: Final = "1, 2, 3, calendar-access, addressbook, extended-mkcol"
+ALLOW: Final = (
+    "OPTIONS, GET, HEAD, PUT, DELETE, PROPFIND, PROPPATCH, REPORT, MKCOL, MKCALENDAR, LOCK, UNLOCK"
+)
 # Largest calendar object or vCard accepted (RFC 4791 max-resource-size).
 MAX_RESOURCE: Final = 1024 * 1024
 _XML = "application/xml; charset=utf-8"
@@ -84,9 +96,21 @@ class DavServices:
     def __init__(self, api: ApiServices, scheduling: Scheduling | None = None) -> None:
         self.api = api
         self.scheduling = scheduling
+        self.locks = LockTable()
+        # Accounts (address, created) known to have a calendar and an address book: the
+        # homes are listed once per process, not on every request. Forgotten when one of
+        # the account's collections is deleted, so that deleting the last one still
+        # brings the default back on the next request.
+        self._have_defaults: set[tuple[str, str]] = set()
 
     def store(self, account: Account, kind: Kind) -> DavStore:
         return self.api.store.dav(account.address, kind)
+
+    def has_defaults(self, account: Account) -> bool:
+        return (account.address, account.created) in self._have_defaults
+
+    def forget_defaults(self, account: Account) -> None:
+        self._have_defaults.discard((account.address, account.created))
 
     def ensure_defaults(self, account: Account) -> None:
         kinds: tuple[Kind, ...] = ("calendars", "addressbooks")
@@ -95,6 +119,9 @@ class DavServices:
             if not store.names():
                 with contextlib.suppress(AlreadyExists):
                     store.create("default", _DEFAULTS[kind])
+        if len(self._have_defaults) > 100_000:
+            self._have_defaults.clear()
+        self._have_defaults.add((account.address, account.created))
 
 
 DAVKEY = web.AppKey("dav", DavServices)
@@ -143,7 +170,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     if resource.owner is not None and resource.owner != account.address:
         raise ApiError(404, "not found")  # another user's data does not exist for you
     dav = request.app[DAVKEY]
-    await asyncio.to_thread(dav.ensure_defaults, account)
+    if not dav.has_defaults(account):
+        await asyncio.to_thread(dav.ensure_defaults, account)
     handler = _METHODS.get(method)
     if handler is None:
         raise ApiError(405, f"{method} is not supported here", {"Allow": ALLOW})
@@ -260,6 +288,11 @@ class _Props:
             common[f"{{{DAV}}}displayname"] = lambda: element(
                 f"{{{DAV}}}displayname", "Calendars" if r.kind == "calendars" else "Contacts"
             )
+        path = locking.lock_path(r)
+        if path is not None:
+            table = self.dav.locks
+            common[f"{{{DAV}}}supportedlock"] = supportedlock
+            common[f"{{{DAV}}}lockdiscovery"] = lambda: locking.lockdiscovery(table, me, path)
         if r.type == "collection":
             common.update(self._collection_props())
         if r.type == "object":
@@ -559,6 +592,8 @@ async def proppatch(request: web.Request, account: Account, resource: Resource) 
     if resource.type != "collection":
         raise ApiError(403, "only collections have writable properties here")
     dav = request.app[DAVKEY]
+    assert resource.kind is not None
+    await locking.enforce(request, dav.locks, account, resource, dav.store(account, resource.kind))
 
     def work() -> bytes:
         assert resource.kind is not None and resource.collection is not None
@@ -696,7 +731,15 @@ async def put(request: web.Request, account: Account, resource: Resource) -> web
     kind = resource.kind
     assert kind is not None and resource.collection is not None and resource.name is not None
     dav = request.app[DAVKEY]
-    collection = await asyncio.to_thread(dav.store(account, kind).collection, resource.collection)
+    store = dav.store(account, kind)
+    collection = await asyncio.to_thread(store.collection, resource.collection)
+    if dav.locks.all(account.address) or "If" in request.headers:
+        try:
+            await asyncio.to_thread(collection.get, resource.name)
+            new = False
+        except NotFound:
+            new = True  # a new member changes the collection's membership (RFC 4918 §7.4)
+        await locking.enforce(request, dav.locks, account, resource, store, members=new)
     if_match = request.headers.get("If-Match")
     if_none_match = request.headers.get("If-None-Match", "").strip() == "*"
     quota = account.quota_mb * 1024 * 1024
@@ -720,6 +763,7 @@ async def put(request: web.Request, account: Account, resource: Resource) -> web
                 start=info.start,
                 end=info.end,
                 recurring=info.recurring,
+                simple=info.simple,
                 if_match=if_match,
                 if_none_match=if_none_match,
             )
@@ -755,14 +799,18 @@ async def put(request: web.Request, account: Account, resource: Resource) -> web
 async def delete(request: web.Request, account: Account, resource: Resource) -> web.Response:
     dav = request.app[DAVKEY]
     kind = resource.kind
-    if resource.type == "collection":
-        assert kind is not None and resource.collection is not None
-        await asyncio.to_thread(dav.store(account, kind).delete, resource.collection)
-        return web.Response(status=204)
-    if resource.type != "object":
+    if resource.type not in ("collection", "object"):
         raise ApiError(403, "this resource cannot be deleted")
-    assert kind is not None and resource.collection is not None and resource.name is not None
-    collection = dav.store(account, kind).collection(resource.collection)
+    assert kind is not None and resource.collection is not None
+    store = dav.store(account, kind)
+    await locking.enforce(request, dav.locks, account, resource, store, members=True, tree=True)
+    if resource.type == "collection":
+        await asyncio.to_thread(store.delete, resource.collection)
+        locking.drop(dav.locks, account, resource)
+        dav.forget_defaults(account)
+        return web.Response(status=204)
+    assert resource.name is not None
+    collection = store.collection(resource.collection)
     name = resource.name
 
     def work() -> bytes | None:
@@ -774,6 +822,7 @@ async def delete(request: web.Request, account: Account, resource: Resource) -> 
         old = await asyncio.to_thread(work)
     except PreconditionFailed as exc:
         raise ApiError(412, str(exc)) from None
+    locking.drop(dav.locks, account, resource)
     scheduling = dav.scheduling
     if old is not None and scheduling is not None:
         itips = await asyncio.to_thread(scheduling.plan_delete, account.address, old)
@@ -830,6 +879,7 @@ def _object_response(
     *,
     root: ET.Element,
     parsed: Any = None,
+    raw: bytes | None = None,
 ) -> ET.Element:
     kind = resource.kind
     assert kind is not None
@@ -839,13 +889,15 @@ def _object_response(
     wanted, _ = _wanted(root)
 
     def data(tag: str) -> ET.Element | None:
-        raw, _ = collection.read(meta.name)
+        nonlocal raw
+        if raw is None:
+            raw, _ = collection.read(meta.name)
         request_node = _data_prop(root, tag)
         expand = request_node.find(f"{{{CALDAV}}}expand") if request_node is not None else None
         if expand is not None and kind == "calendars":
             low, high = reports.parse_time_range(expand)
-            calendar = parsed if parsed is not None else parse_calendar(raw)[0]
-            raw = reports.expand(calendar, low, high)
+            calendar = parsed if parsed is not None else load_calendar(raw)
+            return element(tag, reports.expand(calendar, low, high).decode("utf-8", "replace"))
         return element(tag, raw.decode("utf-8", "replace"))
 
     return _propstat(props, wanted if wanted is not None else [f"{{{DAV}}}getetag"], data=data)
@@ -883,19 +935,31 @@ def _calendar_query(
         raise ApiError(400, "calendar-query needs a filter")
     assert resource.collection is not None
     collection = dav.store(account, "calendars").collection(resource.collection)
+    # The month view's filter decides plain events from the index alone (see
+    # reports.plain_event_range); everything else is parsed and evaluated in full.
+    plain = reports.plain_event_range(filter_node) is not None
     responses = []
     for meta in sorted(collection.objects(), key=lambda m: m.name):
-        if not reports.index_prefilter(filter_node, meta):
+        decided = reports.index_decides(filter_node, meta, plain=plain)
+        if decided is False:
+            continue
+        if decided:
+            try:
+                responses.append(
+                    _object_response(account, dav, collection, resource, meta, root=root)
+                )
+            except NotFound:
+                continue  # deleted meanwhile
             continue
         try:
             raw, _ = collection.read(meta.name)
         except NotFound:
             continue
-        calendar, _ = parse_calendar(raw)
+        calendar = load_calendar(raw)  # checked at PUT; parse_calendar would expand it all
         if reports.matches(filter_node, calendar):
             responses.append(
                 _object_response(
-                    account, dav, collection, resource, meta, root=root, parsed=calendar
+                    account, dav, collection, resource, meta, root=root, parsed=calendar, raw=raw
                 )
             )
     return multistatus(responses)
@@ -983,7 +1047,7 @@ def _freebusy_query(
             raw, _ = collection.read(meta.name)
         except NotFound:
             continue
-        calendars.append(parse_calendar(raw)[0])
+        calendars.append(load_calendar(raw))
     periods = reports.freebusy(calendars, low, high)
 
     def stamp(t: float) -> str:
@@ -1006,7 +1070,21 @@ def _freebusy_query(
     )
 
 
+async def lock(request: web.Request, account: Account, resource: Resource) -> web.Response:
+    dav = request.app[DAVKEY]
+    if resource.kind is None:
+        raise ApiError(405, "only calendars, address books and their objects can be locked")
+    store = dav.store(account, resource.kind)
+    return await locking.lock(request, dav.locks, account, resource, store)
+
+
+async def unlock(request: web.Request, account: Account, resource: Resource) -> web.Response:
+    return await locking.unlock(request, request.app[DAVKEY].locks, account, resource)
+
+
 _METHODS: Final[dict[str, Callable[[web.Request, Account, Resource], Any]]] = {
+    "LOCK": lock,
+    "UNLOCK": unlock,
     "PROPFIND": propfind,
     "PROPPATCH": proppatch,
     "MKCALENDAR": mkcalendar,
