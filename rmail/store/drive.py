@@ -169,7 +169,8 @@ class _Folder:
 
     def entries(self) -> list[Entry]:
         if self.listed is None:
-            self.listed = [_entry(n, c) for n, c in sorted(self.children.items())]
+            children = self.children  # sorted names, not items: no 10,000 tuples for the GC
+            self.listed = [_entry(name, children[name]) for name in sorted(children)]
         return self.listed
 
 
@@ -793,14 +794,17 @@ def _chunks(f: BinaryIO) -> Iterator[bytes]:
 
 
 def _entry(name: str, child: dict[str, Any]) -> Entry:
+    # Called for every child of a folder listed: no conversions of what the index holds
+    # (it is this module's own JSON), one dict lookup per field.
+    props = child.get("props")
     return Entry(
         name,
-        str(child["type"]),
-        int(child.get("size", 0)),
-        str(child.get("etag", "")),
-        float(child.get("mtime", 0)),
-        str(child.get("content_type", "")),
-        dict(child.get("props") or {}),
+        child["type"],
+        child.get("size", 0),
+        child.get("etag", ""),
+        child.get("mtime", 0.0),
+        child.get("content_type", ""),
+        dict(props) if props else {},
     )
 
 
