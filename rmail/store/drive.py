@@ -4,17 +4,30 @@ Layout::
 
     drive/_meta.json            ctag (changes on every write) and the drive's totals
     drive/files/                the root folder
-    drive/files/**/_index.json  in every folder: its own counts, the recursive totals of
-                                everything below it, and its children (type, size, etag,
-                                mtime, content type)
-    drive/files/**/_index.lock  the folder's flock
+    drive/files/**/_index.json     in every folder, a snapshot: its own counts, the recursive
+                                   totals of everything below it, its children (type, size,
+                                   etag, mtime, content type, dead properties) and the
+                                   snapshot's generation
+    drive/files/**/_index.journal  the folder's changes since the snapshot, one JSON array a
+                                   line after a ``["h", generation]`` header
+    drive/files/**/_index.lock     the folder's flock
 
-Every write changes the folder it touches and adds the difference to the totals of every
-folder above it, so any folder's totals are read in O(1). A write holds the locks of the
-folder and of each ancestor, taken from the deepest up (one order for every writer: no
-deadlock), so concurrent writers keep the totals exact. File contents are written to a
-temporary file in the same folder and renamed into place; ETags are SHA-256 hashes of the
-content, computed while the bytes stream through.
+Each folder's index is a snapshot plus an append-only journal (:mod:`rmail.store.journal`,
+the design of the calendar store), so one write in a folder of any size appends a line or
+two and never rewrites ``_index.json``; after ``JOURNAL_MAX`` records the next writer
+compacts (a new snapshot). Records: ``["c", name, child]`` (a child stored; ``child`` as in
+the snapshot, null: removed, which also changes the folder's own counts), ``["t", files,
+dirs, bytes]`` (a change of the recursive totals) and ``["p", props]`` (the root's dead
+properties). A snapshot without a journal (as older versions wrote it) is whole; a torn
+last line is not read, and the next writer cuts it. Readers take no lock: they revalidate
+the cached index with two ``stat`` calls and replay the journal's new tail.
+
+Every write changes the folder it touches and appends the difference of the totals to the
+journal of every folder above it, so any folder's totals are read in O(1). A write holds
+the locks of the folder and of each ancestor, taken from the deepest up (one order for
+every writer: no deadlock), so concurrent writers keep the totals exact. File contents are
+written to a temporary file in the same folder and renamed into place; ETags are SHA-256
+hashes of the content, computed while the bytes stream through.
 
 Names: a path component may not be empty, ``.``/``..``, hold ``/``, ``\\``, NUL or another
 control character, or be longer than 255 bytes; ``_index*``, ``_meta.json`` and ``*.tmp``
@@ -35,17 +48,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
-from rmail.errors import AlreadyExists, InvalidInput, NotFound, QuotaExceeded
-from rmail.store.fsio import FileLock, atomic_write_json, fsync_dir, read_json
+from rmail.errors import AlreadyExists, InvalidInput, NotFound, QuotaExceeded, TemporaryFailure
+from rmail.store.fsio import FileLock, atomic_write, atomic_write_json, fsync_dir, read_json
+from rmail.store.journal import JOURNAL_MAX, JournaledIndex, dump_snapshot
 
-__all__ = ["Drive", "Entry", "PreconditionFailedError", "Totals", "content_type_of", "split_path"]
+__all__ = [
+    "JOURNAL_MAX",
+    "Drive",
+    "Entry",
+    "PreconditionFailedError",
+    "Totals",
+    "content_type_of",
+    "split_path",
+]
 
 MAX_DEPTH: Final = 64
 MAX_COMPONENT: Final = 255
 _INDEX: Final = "_index.json"
+_JOURNAL: Final = "_index.journal"
 _LOCK: Final = "_index.lock"
 _CHUNK: Final = 1024 * 1024
-_LISTING_CACHE: Final = 256  # folders whose parsed listing a Drive keeps
+_INDEX_CACHE: Final = 256  # folders whose index a Drive keeps in memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +112,66 @@ class Entry:
             "mtime": self.mtime,
             "content_type": self.content_type,
         }
+
+
+@dataclass(slots=True)
+class _Folder:
+    """The index of one folder in memory (see the module docstring for its records)."""
+
+    own: Totals
+    total: Totals
+    children: dict[str, dict[str, Any]]
+    props: dict[str, str]
+    generation: int = 0
+    listed: list[Entry] | None = None  # the children as sorted entries, built when asked
+
+    @classmethod
+    def load(cls, data: Any) -> _Folder:
+        return cls(
+            Totals.from_json(data.get("self")),
+            Totals.from_json(data.get("total")),
+            dict(data.get("children") or {}),
+            dict(data.get("props") or {}),
+            int(data.get("generation", 0)),
+        )
+
+    @classmethod
+    def empty(cls) -> _Folder:
+        return cls(Totals(), Totals(), {}, {})
+
+    def dump(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "generation": self.generation,
+            "self": self.own.to_json(),
+            "total": self.total.to_json(),
+            "children": self.children,
+        }
+        if self.props:
+            data["props"] = self.props
+        return data
+
+    def apply(self, record: list[Any]) -> None:
+        kind = record[0]
+        if kind == "c":
+            name, child = str(record[1]), record[2]
+            self.own = self.own + _direct(child) + -_direct(self.children.get(name))
+            if child is None:
+                self.children.pop(name, None)
+            else:
+                self.children[name] = child
+            self.listed = None
+        elif kind == "t":
+            self.total = self.total + Totals(int(record[1]), int(record[2]), int(record[3]))
+        elif kind == "p":
+            self.props = dict(record[1] or {})
+        else:
+            raise TemporaryFailure(f"unknown drive index record {kind!r}")
+
+    def entries(self) -> list[Entry]:
+        if self.listed is None:
+            children = self.children  # sorted names, not items: no 10,000 tuples for the GC
+            self.listed = [_entry(name, children[name]) for name in sorted(children)]
+        return self.listed
 
 
 def split_path(path: str) -> list[str]:
@@ -157,89 +240,95 @@ class Drive:
         *,
         fsync: bool = True,
         quota: Any = None,
+        journal_max: int = JOURNAL_MAX,
     ) -> None:
         """``root`` is ``users/{user}/drive``; ``quota()`` returns (quota bytes, bytes used
-        elsewhere, e.g. by mail), or None for no quota."""
+        elsewhere, e.g. by mail), or None for no quota; ``journal_max``: records in a
+        folder's journal before it is compacted."""
         self.root = root
         self.files = root / "files"
         self.fsync = fsync
         self._quota = quota
+        self.journal_max = journal_max
         self._locks: dict[str, FileLock] = {}
-        # Parsed listings by folder, with the (inode, mtime, size) of the _index.json they
-        # came from: an index is replaced by rename, so a changed file has a new inode.
-        self._listings: dict[Path, tuple[tuple[int, int, int], list[Entry], Totals, Totals]] = {}
+        self._indexes: dict[Path, JournaledIndex[_Folder]] = {}
 
     # -- reading ---------------------------------------------------------------------------
 
     def _dir(self, parts: list[str]) -> Path:
         return self.files.joinpath(*parts)
 
-    def _read_index(self, folder: Path) -> dict[str, Any]:
+    def _index(self, folder: Path) -> JournaledIndex[_Folder]:
+        """The (cached) index of a folder; the root's exists before its first write."""
+        index = self._indexes.get(folder)
+        if index is None:
+            if len(self._indexes) >= _INDEX_CACHE:
+                self._indexes.clear()
+            rel = folder.relative_to(self.files).as_posix()
+            index = self._indexes[folder] = JournaledIndex(
+                folder / _INDEX,
+                folder / _JOURNAL,
+                _Folder.load,
+                fsync=self.fsync,
+                name="/" + ("" if rel == "." else rel),
+                missing=_Folder.empty if folder == self.files else None,
+                journal_max=self.journal_max,
+            )
+        return index
+
+    def _read(self, folder: Path) -> _Folder:
+        """A folder's index, up to date. Raises NotFound."""
         try:
-            data = read_json(folder / _INDEX)
-        except FileNotFoundError:
-            if folder == self.files:
-                return {"self": {}, "total": {}, "children": {}}
-            raise NotFound("no such folder") from None
-        assert isinstance(data, dict)
-        return data
+            return self._index(folder).read()
+        except NotADirectoryError:
+            raise NotFound(f"not a folder: {folder.name}") from None
 
     def stat(self, path: str) -> Entry:
         """The entry at ``path`` (the root is a dir named ``""``). Raises NotFound."""
         parts = split_path(path)
         if not parts:
-            index = self._read_index(self.files)
-            total = Totals.from_json(index.get("total"))
-            props = dict(index.get("props") or {})
+            index = self._index(self.files)
+            with index.guard:
+                root = index.read()
+                total, props = root.total, dict(root.props)
             return Entry("", "dir", total.bytes, self._meta_ctag(), 0.0, "", props)
-        parent = self._read_index(self._dir(parts[:-1]))
-        child = parent.get("children", {}).get(parts[-1])
-        if child is None:
-            raise NotFound(f"no such file or folder: /{'/'.join(parts)}")
-        return _entry(parts[-1], child)
+        index = self._index(self._dir(parts[:-1]))
+        with index.guard:
+            try:
+                child = index.read().children.get(parts[-1])
+            except NotADirectoryError:
+                child = None
+            if child is None:
+                raise NotFound(f"no such file or folder: /{'/'.join(parts)}")
+            return _entry(parts[-1], child)
 
     def listing(self, path: str) -> tuple[list[Entry], Totals, Totals]:
         """A folder's children, its own counts and its recursive totals. Raises NotFound."""
         parts = split_path(path)
         if parts and self.stat(path).type != "dir":
             raise NotFound(f"not a folder: {path}")
-        folder = self._dir(parts)
-        try:
-            st = os.stat(folder / _INDEX)
-        except FileNotFoundError:
-            self._read_index(folder)  # NotFound, unless the root before its first write
-            return [], Totals(), Totals()
-        key = (st.st_ino, st.st_mtime_ns, st.st_size)
-        hit = self._listings.get(folder)
-        if hit is not None and hit[0] == key:
-            return list(hit[1]), hit[2], hit[3]
-        index = self._read_index(folder)
-        children = [_entry(name, c) for name, c in sorted(index.get("children", {}).items())]
-        own, total = Totals.from_json(index.get("self")), Totals.from_json(index.get("total"))
-        if len(self._listings) >= _LISTING_CACHE:
-            self._listings.clear()
-        self._listings[folder] = (key, children, own, total)
-        return list(children), own, total
+        index = self._index(self._dir(parts))
+        with index.guard:
+            folder = self._read(self._dir(parts))
+            return list(folder.entries()), folder.own, folder.total
 
     def version(self, path: str) -> tuple[int, ...]:
         """A value that changes whenever the file or folder ``path`` (its entry or, for a
         folder, its listing) changes: the inode, mtime and size of its parent's and its own
-        ``_index.json``. For caching what is rendered from them. Raises NotFound."""
+        ``_index.json`` and ``_index.journal``. For caching what is rendered from them.
+        Raises NotFound."""
         parts = split_path(path)
         key: list[int] = []
         folders = [self._dir(parts[:-1]), self._dir(parts)] if parts else [self.files]
         for folder in folders:
             try:
-                st = os.stat(folder / _INDEX)
+                ids = self._index(folder).file_id()
             except NotADirectoryError:
-                key += [0, 0, 0]  # a file: its entry is in the parent's index
+                key += [0] * 5  # a file: its entry is in the parent's index
                 continue
-            except FileNotFoundError:
-                if folder != self.files:
-                    raise NotFound(f"no such file or folder: /{'/'.join(parts)}") from None
-                key += [0, 0, 0]
-                continue
-            key += [st.st_ino, st.st_mtime_ns, st.st_size]
+            if ids[0] == 0 and folder != self.files:
+                raise NotFound(f"no such file or folder: /{'/'.join(parts)}")
+            key += ids
         return tuple(key)
 
     def open(self, path: str) -> tuple[BinaryIO, Entry]:
@@ -261,10 +350,7 @@ class Drive:
 
     def usage(self) -> int:
         """Bytes in the drive (the root's total: O(1))."""
-        try:
-            return Totals.from_json(read_json(self.files / _INDEX).get("total")).bytes
-        except FileNotFoundError:
-            return 0
+        return self._read(self.files).total.bytes
 
     def _meta_ctag(self) -> str:
         try:
@@ -305,13 +391,34 @@ class Drive:
                 stack.enter_context(self._lock(folder).hold())
             yield
 
-    def _propagate(self, parts: list[str], delta: Totals) -> None:
-        """Add ``delta`` to the totals of folder ``parts`` and of each ancestor (locked)."""
+    def _prepare(self, parts: list[str]) -> _Folder:
+        """Under the folder's lock: its index up to date and ready for records."""
+        try:
+            return self._index(self._dir(parts)).prepare()
+        except NotADirectoryError:
+            raise NotFound(f"not a folder: /{'/'.join(parts)}") from None
+
+    def _commit(
+        self, parts: list[str], records: list[list[Any]], delta: Totals, *, bulk: bool = False
+    ) -> None:
+        """Under the locks of folder ``parts`` and its ancestors: append ``records`` to the
+        folder's journal, ``delta`` to the totals of the folder and of each ancestor, and
+        bump the drive's ctag. ``bulk``: many records, written as one new snapshot of the
+        folder instead."""
+        change = [["t", delta.files, delta.dirs, delta.bytes]] if delta != Totals() else []
         for depth in range(len(parts), -1, -1):
-            folder = self._dir(parts[:depth])
-            index = self._read_index(folder)
-            index["total"] = (Totals.from_json(index.get("total")) + delta).to_json()
-            atomic_write_json(folder / _INDEX, index, fsync=self.fsync)
+            folder_records = records + change if depth == len(parts) else change
+            if not folder_records:
+                continue
+            index = self._index(self._dir(parts[:depth]))
+            if bulk and depth == len(parts):
+                index.rewrite(folder_records)
+                continue
+            index.prepare()
+            index.append(folder_records)
+        self._touch_meta()
+
+    def _touch_meta(self) -> None:
         meta_path = self.root / "_meta.json"
         try:
             meta = read_json(meta_path)
@@ -319,24 +426,8 @@ class Drive:
             meta = {}
         meta["ctag"] = f"{int(time.time() * 1000)}-{secrets.token_hex(4)}"
         meta["sync_token"] = int(meta.get("sync_token", 0)) + 1
-        root_total = Totals.from_json(self._read_index(self.files).get("total"))
-        meta["totals"] = root_total.to_json()
+        meta["totals"] = self._read(self.files).total.to_json()
         atomic_write_json(meta_path, meta, fsync=self.fsync)
-
-    def _set_child(self, parts: list[str], name: str, child: dict[str, Any] | None) -> Totals:
-        """Replace (or remove, None) a child of folder ``parts`` and update the folder's own
-        counts; returns the change in those direct counts. The caller propagates."""
-        folder = self._dir(parts)
-        index = self._read_index(folder)
-        children = index.setdefault("children", {})
-        change = _direct(child) + -_direct(children.get(name))
-        if child is None:
-            children.pop(name, None)
-        else:
-            children[name] = child
-        index["self"] = (Totals.from_json(index.get("self")) + change).to_json()
-        atomic_write_json(folder / _INDEX, index, fsync=self.fsync)
-        return change
 
     def _check_quota(self, incoming: int) -> None:
         if self._quota is None or incoming <= 0:
@@ -406,8 +497,7 @@ class Drive:
                     os.fsync(out.fileno())
             etag = '"' + digest.hexdigest()[:40] + '"'
             with self._chain(parts[:-1]):
-                index = self._read_index(folder)
-                current = index.get("children", {}).get(parts[-1])
+                current = self._prepare(parts[:-1]).children.get(parts[-1])
                 if current is not None and current["type"] == "dir":
                     raise InvalidInput(f"a folder is in the way: /{'/'.join(parts)}")
                 if if_none_match and current is not None:
@@ -433,8 +523,8 @@ class Drive:
                     kept = dict(props)
                 if kept:
                     child["props"] = kept
-                delta = self._set_child(parts[:-1], parts[-1], child)
-                self._propagate(parts[:-1], delta)
+                change = _direct(child) + -_direct(current)
+                self._commit(parts[:-1], [["c", parts[-1], child]], change)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -458,8 +548,7 @@ class Drive:
     ) -> Entry:
         parent = self._dir(parts[:-1])
         with self._chain(parts[:-1]):
-            index = self._read_index(parent)
-            current = index.get("children", {}).get(parts[-1])
+            current = self._prepare(parts[:-1]).children.get(parts[-1])
             if current is not None:
                 if current["type"] == "dir" and exist_ok:
                     return Entry(parts[-1], "dir", 0, "", float(current.get("mtime", 0)), "")
@@ -468,9 +557,9 @@ class Drive:
                 raise AlreadyExists(f"/{'/'.join(parts)} exists")
             folder = parent / parts[-1]
             folder.mkdir(exist_ok=True)
-            atomic_write_json(
-                folder / _INDEX, {"self": {}, "total": {}, "children": {}}, fsync=self.fsync
-            )
+            with contextlib.suppress(FileNotFoundError):
+                (folder / _JOURNAL).unlink()  # a stale one, the folder's before a crash
+            atomic_write(folder / _INDEX, dump_snapshot(_Folder.empty().dump()), fsync=self.fsync)
             now = time.time()
             child: dict[str, Any] = {
                 "type": "dir",
@@ -481,8 +570,7 @@ class Drive:
             }
             if props:
                 child["props"] = dict(props)
-            delta = self._set_child(parts[:-1], parts[-1], child)
-            self._propagate(parts[:-1], delta)
+            self._commit(parts[:-1], [["c", parts[-1], child]], _direct(child))
         return Entry(parts[-1], "dir", 0, "", now, "", dict(props or {}))
 
     def delete(self, path: str, *, if_match: str | None = None) -> Totals:
@@ -492,18 +580,15 @@ class Drive:
             raise InvalidInput("the root folder cannot be deleted")
         parent = self._dir(parts[:-1])
         with self._chain(parts[:-1]):
-            index = self._read_index(parent)
-            current = index.get("children", {}).get(parts[-1])
+            current = self._prepare(parts[:-1]).children.get(parts[-1])
             if current is None:
                 raise NotFound(f"no such file or folder: /{'/'.join(parts)}")
             if if_match is not None and current.get("etag") != if_match:
                 raise PreconditionFailedError(f"/{'/'.join(parts)} has changed")
             removed = _direct(current)
             if current["type"] == "dir":
-                below = self._read_index(parent / parts[-1]).get("total")
-                removed = removed + Totals.from_json(below)
-            self._set_child(parts[:-1], parts[-1], None)
-            self._propagate(parts[:-1], -removed)
+                removed = removed + self._read(parent / parts[-1]).total
+            self._commit(parts[:-1], [["c", parts[-1], None]], -removed)
             target = parent / parts[-1]
             if current["type"] == "dir":
                 graveyard = parent / f".{secrets.token_hex(8)}.deleted.tmp"
@@ -545,12 +630,10 @@ class Drive:
         with contextlib.ExitStack() as stack:
             for folder_parts in order:
                 stack.enter_context(self._lock(self._dir(list(folder_parts))).hold())
-            src_index = self._read_index(src_parent)
-            child = src_index.get("children", {}).get(src[-1])
+            child = self._prepare(src[:-1]).children.get(src[-1])
             if child is None:
                 raise NotFound(f"no such file or folder: /{'/'.join(src)}")
-            dst_index = self._read_index(dst_parent)
-            if dst[-1] in dst_index.get("children", {}):
+            if dst[-1] in self._prepare(dst[:-1]).children:
                 raise AlreadyExists(f"/{'/'.join(dst)} exists")
             os.rename(src_parent / src[-1], dst_parent / dst[-1])
             if child["type"] == "file":
@@ -558,10 +641,8 @@ class Drive:
                 if kind == _OCTETS:
                     kind = str(child.get("content_type") or _OCTETS)
                 child = {**child, "content_type": kind, "mtime": time.time()}
-            self._set_child(src[:-1], src[-1], None)
-            self._propagate(src[:-1], -moved)
-            self._set_child(dst[:-1], dst[-1], child)
-            self._propagate(dst[:-1], moved)
+            self._commit(src[:-1], [["c", src[-1], None]], -moved)
+            self._commit(dst[:-1], [["c", dst[-1], child]], moved)
             if self.fsync:
                 fsync_dir(src_parent)
                 fsync_dir(dst_parent)
@@ -621,8 +702,8 @@ class Drive:
         parts = split_path(path)
         folder = self._dir(parts)
         with self._chain(parts):
-            index = self._read_index(folder)
-            children = index.setdefault("children", {})
+            children = self._prepare(parts).children
+            records: list[list[Any]] = []
             added = Totals()
             for item in sorted(os.scandir(folder), key=lambda e: e.name):
                 try:
@@ -638,18 +719,18 @@ class Drive:
                         head = head or chunk[:16]
                         digest.update(chunk)
                 stat = item.stat(follow_symlinks=False)
-                children[item.name] = {
+                child = {
                     "type": "file",
                     "size": stat.st_size,
                     "etag": '"' + digest.hexdigest()[:40] + '"',
                     "mtime": stat.st_mtime,
                     "content_type": content_type_of(item.name, head),
                 }
+                records.append(["c", item.name, child])
                 added = added + Totals(1, 0, stat.st_size)
             self._check_quota(added.bytes)
-            index["self"] = (Totals.from_json(index.get("self")) + added).to_json()
-            atomic_write_json(folder / _INDEX, index, fsync=self.fsync)
-            self._propagate(parts, added)
+            if records:
+                self._commit(parts, records, added, bulk=True)
         return added
 
     # -- dead properties -------------------------------------------------------------------
@@ -657,30 +738,35 @@ class Drive:
     def set_props(self, path: str, changes: Iterable[tuple[str, str | None]]) -> Entry:
         """Apply property changes in order (value None removes the property) at once.
 
-        The properties of a file or folder live in its entry in the parent's _index.json
-        (the root's in the root index under ``props``). Raises NotFound.
+        The properties of a file or folder live in its entry in the parent's index (the
+        root's in the root index under ``props``). Raises NotFound.
         """
         parts = split_path(path)
         folder = self._dir(parts[:-1]) if parts else self.files
+        index = self._index(folder)
         with self._chain(parts[:-1] if parts else []):
-            index = self._read_index(folder)
+            state = self._prepare(parts[:-1] if parts else [])
+            holder: dict[str, Any] = {}
             if parts:
-                holder = index.get("children", {}).get(parts[-1])
-                if holder is None:
+                found = state.children.get(parts[-1])
+                if found is None:
                     raise NotFound(f"no such file or folder: /{'/'.join(parts)}")
+                holder = found
+                props = dict(holder.get("props") or {})
             else:
-                holder = index
-            props = dict(holder.get("props") or {})
+                props = dict(state.props)
             for name, value in changes:
                 if value is None:
                     props.pop(name, None)
                 else:
                     props[name] = value
-            if props:
-                holder["props"] = props
+            if parts:
+                child = {k: v for k, v in holder.items() if k != "props"}
+                if props:
+                    child["props"] = props
+                index.append([["c", parts[-1], child]])
             else:
-                holder.pop("props", None)
-            atomic_write_json(folder / _INDEX, index, fsync=self.fsync)
+                index.append([["p", props]])
         return self.stat(path)
 
     def quota(self) -> tuple[int, int | None]:
@@ -695,7 +781,7 @@ class Drive:
     def _subtree(self, parts: list[str], entry: Entry) -> Totals:
         if entry.type == "file":
             return Totals(1, 0, entry.size)
-        return Totals.from_json(self._read_index(self._dir(parts)).get("total")) + Totals(0, 1, 0)
+        return self._read(self._dir(parts)).total + Totals(0, 1, 0)
 
 
 class PreconditionFailedError(InvalidInput):
@@ -708,14 +794,17 @@ def _chunks(f: BinaryIO) -> Iterator[bytes]:
 
 
 def _entry(name: str, child: dict[str, Any]) -> Entry:
+    # Called for every child of a folder listed: no conversions of what the index holds
+    # (it is this module's own JSON), one dict lookup per field.
+    props = child.get("props")
     return Entry(
         name,
-        str(child["type"]),
-        int(child.get("size", 0)),
-        str(child.get("etag", "")),
-        float(child.get("mtime", 0)),
-        str(child.get("content_type", "")),
-        dict(child.get("props") or {}),
+        child["type"],
+        child.get("size", 0),
+        child.get("etag", ""),
+        child.get("mtime", 0.0),
+        child.get("content_type", ""),
+        dict(props) if props else {},
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import multiprocessing
 import threading
 from pathlib import Path
 
@@ -168,3 +170,151 @@ def test_overwriting_a_file_needs_room_only_for_the_difference(tmp_path: Path) -
     drive.write("f", [b"z" * 100, b"z" * 850])  # no size given: checked as it arrives
     with pytest.raises(QuotaExceeded):
         drive.write("g", [b"x" * 100], size_hint=100)
+
+
+# -- the folder index: snapshot + journal ------------------------------------------------------
+
+
+def _index_files(folder: Path) -> tuple[tuple[int, int], int]:
+    st = (folder / "_index.json").stat()
+    return (st.st_ino, st.st_mtime_ns), (folder / "_index.journal").stat().st_size
+
+
+def test_a_write_in_a_big_folder_appends_to_the_journal_not_the_snapshot(tmp_path: Path) -> None:
+    drive = Drive(tmp_path, fsync=False)
+    for i in range(300):
+        drive.write(f"big/f{i}", [b"x"])
+    drive.write("big/sub/deep", [b"y"])
+    big, root = drive.files / "big", drive.files
+    before = {f: _index_files(f) for f in (big, root, big / "sub")}
+    drive.write("big/new", [b"hello"])
+    drive.write("big/sub/deep", [b"longer"])
+    drive.delete("big/f7")
+    drive.move("big/f8", "big/sub/f8")
+    drive.mkdir("big/folder")
+    drive.set_props("big/f9", [("{urn:x}p", "<p/>")])
+    for folder, (snapshot, journal) in before.items():
+        now_snapshot, now_journal = _index_files(folder)
+        assert now_snapshot == snapshot, folder  # the snapshot is untouched
+        assert now_journal > journal, folder  # the change (or the totals) were appended
+    _check_all(drive)
+    assert drive.stat("big/f9").props == {"{urn:x}p": "<p/>"}
+
+
+def test_a_fresh_drive_sees_what_the_journal_holds(tmp_path: Path) -> None:
+    writer = Drive(tmp_path, fsync=False)
+    writer.write("a/b/c", [b"123"])
+    reader = Drive(tmp_path, fsync=False)
+    assert reader.listing("a")[2] == Totals(1, 1, 3)
+    writer.write("a/b/d", [b"4567"])  # the reader replays only the new tail
+    assert reader.stat("a/b/d").size == 4
+    assert reader.listing("")[2] == Totals(2, 2, 7)
+    before = reader.version("a/b")
+    writer.delete("a/b/c")
+    assert reader.version("a/b") != before
+    assert reader.usage() == 4
+
+
+def test_a_torn_last_journal_line_is_ignored_then_cut(tmp_path: Path) -> None:
+    drive = Drive(tmp_path, fsync=False)
+    drive.write("d/f", [b"abc"])
+    journal = drive.files / "d" / "_index.journal"
+    good = journal.read_bytes()
+    with journal.open("ab") as f:
+        f.write(b'["c","ghost",{"type":"file","si')  # a crash in the middle of an append
+    reader = Drive(tmp_path, fsync=False)
+    assert [e.name for e in reader.listing("d")[0]] == ["f"]
+    reader.write("d/g", [b"xy"])
+    data = journal.read_bytes()
+    assert data.startswith(good) and b"ghost" not in data and data.endswith(b"\n")
+    assert [e.name for e in Drive(tmp_path).listing("d")[0]] == ["f", "g"]
+    _check_all(Drive(tmp_path, fsync=False))
+
+
+def test_the_journal_is_compacted_after_journal_max_records(tmp_path: Path) -> None:
+    drive = Drive(tmp_path, fsync=False, journal_max=10)
+    reader = Drive(tmp_path, fsync=False)
+    for i in range(25):
+        drive.write(f"d/f{i}", [b"x" * i])
+        assert reader.listing("d")[1] == Totals(i + 1, 0, sum(range(i + 1)))
+    journal = (drive.files / "d" / "_index.journal").read_bytes().splitlines()
+    assert len(journal) <= 11  # the header and at most journal_max records
+    generation = json.loads((drive.files / "d" / "_index.json").read_bytes())["generation"]
+    assert json.loads(journal[0]) == ["h", generation] and generation >= 2
+    _check_all(Drive(tmp_path, fsync=False))
+
+
+def test_a_compaction_that_stopped_between_snapshot_and_journal_is_not_replayed(
+    tmp_path: Path,
+) -> None:
+    drive = Drive(tmp_path, fsync=False)
+    drive.write("d/f", [b"abc"])
+    drive.write("d/g", [b"de"])
+    folder = drive.files / "d"
+    snapshot = json.loads((folder / "_index.json").read_bytes())
+    # A snapshot of the next generation with everything, the old journal still there.
+    state = Drive(tmp_path, fsync=False).listing("d")
+    snapshot["generation"] += 1
+    snapshot["self"] = state[1].to_json()
+    snapshot["total"] = state[2].to_json()
+    snapshot["children"] = {
+        e.name: {k: v for k, v in e.to_json().items() if k != "name"} for e in state[0]
+    }
+    (folder / "_index.json").write_text(json.dumps(snapshot))
+    reader = Drive(tmp_path, fsync=False)
+    assert reader.listing("d")[1] == Totals(2, 0, 5)  # not counted twice
+    reader.write("d/h", [b"f"])
+    assert Drive(tmp_path).listing("d")[1] == Totals(3, 0, 6)
+    _check_all(Drive(tmp_path, fsync=False))
+
+
+def test_a_drive_written_before_the_journal_still_loads(tmp_path: Path) -> None:
+    files = tmp_path / "files"
+    (files / "docs").mkdir(parents=True)
+    (files / "docs" / "a.txt").write_bytes(b"hello")
+    child = {"type": "file", "size": 5, "etag": '"e"', "mtime": 1.0, "content_type": "text/plain"}
+    old_docs = {"self": {"files": 1, "dirs": 0, "bytes": 5}, "total": {"files": 1, "bytes": 5},
+                "children": {"a.txt": child}}  # fmt: skip
+    old_root = {
+        "self": {"dirs": 1},
+        "total": {"files": 1, "dirs": 1, "bytes": 5},
+        "children": {"docs": {"type": "dir", "size": 0, "etag": "", "mtime": 1.0,
+                              "content_type": ""}},
+        "props": {"{urn:x}r": "<r/>"},
+    }  # fmt: skip
+    (files / "docs" / "_index.json").write_text(json.dumps(old_docs, indent=1))
+    (files / "_index.json").write_text(json.dumps(old_root, indent=1))
+    drive = Drive(tmp_path, fsync=False)
+    assert drive.stat("docs/a.txt").etag == '"e"'
+    assert drive.stat("").props == {"{urn:x}r": "<r/>"}
+    assert drive.usage() == 5
+    drive.write("docs/b.txt", [b"12"])  # the first write compacts, then appends
+    assert (files / "docs" / "_index.journal").exists()
+    assert Drive(tmp_path).listing("docs")[1] == Totals(2, 0, 7)
+    assert Drive(tmp_path).stat("").props == {"{urn:x}r": "<r/>"}
+    _check_all(drive)
+
+
+def _process_writer(root: str, n: int) -> None:
+    drive = Drive(Path(root), fsync=False, journal_max=7)  # compactions under the race too
+    for i in range(15):
+        drive.write(f"shared/sub{n % 2}/{n}-{i}", [b"z" * (i + 1)])
+        if i % 5 == 0:
+            drive.delete(f"shared/sub{n % 2}/{n}-{i}")
+
+
+def test_concurrent_processes_keep_totals_exact(tmp_path: Path) -> None:
+    drive = Drive(tmp_path / "drive", fsync=False)
+    drive.mkdir("shared")
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_process_writer, args=(str(tmp_path / "drive"), n)) for n in range(4)
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert [w.exitcode for w in workers] == [0] * 4
+    _check_all(drive)
+    _, _, total = drive.listing("shared")
+    assert total.files == 4 * 12 and total.dirs == 2

@@ -2,7 +2,7 @@
 order, all or nothing.
 
 A dead property is kept as the XML text of its element in the entry of the file or folder
-(``props`` in the parent folder's ``_index.json``; the root's in the root index), so it
+(``props`` in the parent folder's index, snapshot and journal; the root's in the root's), so it
 follows the resource through MOVE and COPY. Live properties are protected (403
 ``cannot-modify-protected-property``; the other changes then fail with 424).
 """
