@@ -11,17 +11,12 @@ Layout (ARCHITECTURE "Data directory"), for ``kind`` ``calendars`` or ``addressb
                                      reminders.json  alarms already sent (rmail.scheduler)
                                      .lock           the flock sidecar of writers
 
-The index is a snapshot plus an append-only journal, so that one PUT or DELETE costs one
-short append whatever the collection's size. ``index.journal`` starts with ``["h",
-generation]``; then ``["p", name, facts]`` (an object stored; ``facts`` as in the snapshot,
-with its new ``token``), ``["d", name, sync]`` (an object deleted at that sync value) and
-``["s", sync]`` (properties changed). After ``JOURNAL_MAX`` records the next writer rewrites
-the snapshot with the next generation and restarts the journal (compaction): snapshot first,
-then the journal. A reader that finds a journal of an older generation than its snapshot
-skips it (already in the snapshot); one of a newer generation reads the snapshot again.
-A trailing line without its newline is a write in progress (or a crash's remains, cut by
-the next writer) and is not read. A snapshot without a journal (as older versions wrote it)
-is whole; the first write then compacts.
+The index is a snapshot plus an append-only journal (:mod:`rmail.store.journal`, the same
+machinery as the drive's folders), so that one PUT or DELETE costs one short append
+whatever the collection's size. The records: ``["p", name, facts]`` (an object stored;
+``facts`` as in the snapshot, with its new ``token``), ``["d", name, sync]`` (an object
+deleted at that sync value) and ``["s", sync]`` (properties changed); the snapshot is
+rewritten after ``JOURNAL_MAX`` of them.
 
 Writes hold the collection's ``.lock`` (flock), write the resource first (atomically), then
 append the journal record (fdatasync), so a reader that finds an object in the index finds
@@ -39,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import secrets
@@ -58,6 +52,7 @@ from rmail.errors import (
     TemporaryFailure,
 )
 from rmail.store.fsio import FileLock, atomic_write, atomic_write_json, fsync_dir, read_json
+from rmail.store.journal import JournaledIndex
 
 __all__ = [
     "Collection",
@@ -223,98 +218,26 @@ class Collection:
         self.name = path.name
         self.fsync = fsync
         self._lock = FileLock(path / ".lock")
-        self._snapshot_path = os.path.join(path, _INDEX_FILE)
-        self._journal_path = os.path.join(path, _JOURNAL_FILE)
-        # The in-memory index and what of the disk it reflects. The guard serializes the
-        # threads of this process that bring it up to date or read it as a whole.
-        self._guard = threading.RLock()
-        self._cached: _Index | None = None
-        self._snap_id: tuple[int, int, int] | None = None  # (inode, mtime_ns, size)
-        self._journal_id: tuple[int, int] | None = None  # (inode, device)
-        self._journal_offset = 0  # bytes of the journal applied
-        self._journal_records = 0
-        self._journal_seen_size: int | None = None  # at the last refresh; None: no journal
+        # The snapshot + journal machinery is shared with the drive (rmail.store.journal);
+        # its guard serializes the threads of this process that refresh or read the index.
+        self._journal: JournaledIndex[_Index] = JournaledIndex(
+            path / _INDEX_FILE,
+            path / _JOURNAL_FILE,
+            _Index.load,
+            fsync=fsync,
+            name=f"collection {self.name!r}",
+            journal_max=JOURNAL_MAX,
+        )
+        self._guard = self._journal.guard
 
     # -- reading ---------------------------------------------------------------------------
 
     def _index(self) -> _Index:
         """The index, up to date with the disk. Raises NotFound."""
-        with self._guard:
-            for _attempt in range(20):
-                if self._refresh_once():
-                    assert self._cached is not None
-                    return self._cached
-        raise TemporaryFailure(f"index of {self.name} keeps changing, try again")
-
-    def _refresh_once(self) -> bool:
         try:
-            st = os.stat(self._snapshot_path)
-        except FileNotFoundError:
-            self._cached = None
-            self._snap_id = None
+            return self._journal.read()
+        except NotFound:
             raise NotFound(f"no collection {self.name!r}") from None
-        snap_id = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if snap_id != self._snap_id or self._cached is None:
-            try:
-                self._cached = _Index.load(read_json(Path(self._snapshot_path)))
-            except FileNotFoundError:
-                raise NotFound(f"no collection {self.name!r}") from None
-            self._snap_id = snap_id
-            self._journal_id = None
-        return self._read_journal()
-
-    def _read_journal(self) -> bool:
-        """Apply the journal's unread tail. False: the journal is ahead of our snapshot."""
-        index = self._cached
-        assert index is not None
-        try:
-            st = os.stat(self._journal_path)
-        except FileNotFoundError:
-            self._journal_seen_size = None
-            self._journal_id = None
-            return True  # no journal (yet): the snapshot is whole
-        self._journal_seen_size = st.st_size
-        journal_id = (st.st_ino, st.st_dev)
-        if journal_id != self._journal_id:
-            if self._journal_id is not None:
-                return self._reload()  # replaced by a compaction we have not seen
-            self._journal_id = journal_id
-            self._journal_offset = 0
-            self._journal_records = 0
-        if st.st_size <= self._journal_offset:
-            return True
-        with open(self._journal_path, "rb") as f:
-            f.seek(self._journal_offset)
-            data = f.read(st.st_size - self._journal_offset)
-        end = data.rfind(b"\n") + 1
-        if end == 0:
-            return True
-        records: list[list[Any]] = json.loads(b"[" + data[: end - 1].replace(b"\n", b",") + b"]")
-        first = 0
-        if self._journal_offset == 0:
-            header = records[0]
-            if header[0] != "h":
-                raise TemporaryFailure(f"index journal of {self.name} has no header")
-            if int(header[1]) > index.generation:
-                return self._reload()  # compacted after we read the snapshot
-            if int(header[1]) < index.generation:
-                # Left by a compaction that stopped between the two files: all of it is in
-                # the snapshot. Skip it; the next writer compacts.
-                self._journal_offset = st.st_size
-                self._journal_records = JOURNAL_MAX
-                return True
-            first = 1
-        for record in records[first:]:
-            index.apply(record)
-        self._journal_offset += end
-        self._journal_records += len(records) - first
-        return True
-
-    def _reload(self) -> bool:
-        self._cached = None
-        self._snap_id = None
-        self._journal_id = None
-        return False
 
     def info(self) -> CollectionInfo:
         with self._guard:
@@ -467,34 +390,10 @@ class Collection:
 
     def _refresh_locked(self) -> _Index:
         """Under the lock: the index up to date, the journal ready for one more record."""
-        index = self._index()
-        size = self._journal_seen_size
-        if size is not None and size > self._journal_offset and self._journal_id is not None:
-            # Nobody else writes while we hold the lock: bytes past the last newline are
-            # the remains of a crash.
-            os.truncate(self._journal_path, self._journal_offset)
-            self._journal_seen_size = self._journal_offset
-        if self._journal_id is None or self._journal_records >= JOURNAL_MAX:
-            self._compact(index)
-        return index
-
-    def _compact(self, index: _Index) -> None:
-        """The snapshot of the next generation, then a journal holding only its header."""
-        index.generation += 1
         try:
-            data = json.dumps(index.dump(), separators=(",", ":"), ensure_ascii=False).encode()
-            atomic_write(Path(self._snapshot_path), data, fsync=self.fsync)
-            header = json.dumps(["h", index.generation]).encode() + b"\n"
-            atomic_write(Path(self._journal_path), header, fsync=self.fsync)
-        except BaseException:
-            self._reload()  # read the disk again next time
-            raise
-        st = os.stat(self._snapshot_path)
-        self._snap_id = (st.st_ino, st.st_mtime_ns, st.st_size)
-        jst = os.stat(self._journal_path)
-        self._journal_id = (jst.st_ino, jst.st_dev)
-        self._journal_offset = self._journal_seen_size = len(header)
-        self._journal_records = 0
+            return self._journal.prepare()
+        except NotFound:
+            raise NotFound(f"no collection {self.name!r}") from None
 
     def _log(self, record: list[Any]) -> None:
         """Under the lock: append one record (durable when ``fsync``), then read it back.
@@ -502,22 +401,7 @@ class Collection:
         The in-memory index is not held during the write, so readers in this process do
         not wait for the fdatasync; they may see the record as soon as it is in the file.
         """
-        line = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-        fd = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        try:
-            written = os.write(fd, line)
-            if written != len(line):
-                raise OSError(28, "short write")
-            if self.fsync:
-                os.fdatasync(fd)
-        except OSError as exc:
-            # Nothing was applied in memory; cut what may have reached the file.
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, self._journal_offset)
-            raise TemporaryFailure(f"cannot write the index of {self.name}: {exc}") from exc
-        finally:
-            os.close(fd)
-        self._index()
+        self._journal.append([record])
 
 
 class DavStore:
