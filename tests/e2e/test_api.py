@@ -575,7 +575,10 @@ async def test_no_route_reaches_another_users_mail(alice: ApiClient, bob: ApiCli
         text = body if isinstance(body, bytes) else json.dumps(body).encode()
         assert not any(marker in text for marker in secret), (method, path)
     _, after = await alice.call("GET", "/folders/INBOX/messages")
-    assert {m["uid"]: m["flags"] for m in after["messages"]} == before
+    # Every message Alice had is there with its flags. (New mail may have arrived meanwhile:
+    # the relay bounces an earlier test's message to remote.test into this INBOX.)
+    now = {m["uid"]: m["flags"] for m in after["messages"]}
+    assert {uid: now.get(uid) for uid in before} == before
     assert (await alice.call("GET", "/folders/Private/messages"))[0] == 200
 
 

@@ -19,8 +19,8 @@ from rmail.message import attachment_bytes, parse, sanitize_html
 from rmail.store.accounts import Account
 from rmail.store.maildir import Mailbox
 from rmail.web.api import API
-from rmail.web.api.mail import _SUMMARIES, _matches, _search
 from rmail.web.api.send import special_folder
+from rmail.web.mailsearch import SUMMARIES, matches, parse_search
 from rmail.web.webmail import AREAS, PREFIX, base_url, page
 from rmail.web.webmail.session import Session, end_session, load_session, start_session
 
@@ -154,7 +154,7 @@ async def message_list(request: web.Request, session: Session) -> web.StreamResp
         offset = 0
     query = request.query
     search = (
-        _search(query)
+        parse_search(query)
         if any(
             query.get(k)
             for k in (
@@ -183,14 +183,14 @@ async def message_list(request: web.Request, session: Session) -> web.StreamResp
             matched = [
                 index.meta_at(p)
                 for p in range(len(index) - 1, -1, -1)
-                if _matches(folder, index.meta_at(p), search)
+                if matches(folder, index.meta_at(p), search)
             ]
             total = len(matched)
             metas = matched[offset : offset + PAGE_SIZE]
         rows = []
         for meta in metas:
             try:
-                summary = _SUMMARIES.get(folder, meta)
+                summary = SUMMARIES.get(folder, meta)
             except NotFound:
                 continue
             sender = summary.from_[0] if summary.from_ else None
