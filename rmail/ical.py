@@ -26,6 +26,7 @@ __all__ = [
     "CardInfo",
     "InvalidCalendar",
     "alarms",
+    "epoch",
     "load_calendar",
     "occurrences",
     "overlaps",
@@ -83,7 +84,7 @@ class CardInfo:
     name: str
 
 
-def _epoch(value: Any, *, end_of_day: bool = False) -> float:
+def epoch(value: Any, *, end_of_day: bool = False) -> float:
     """A DATE or DATE-TIME as epoch seconds (floating times are taken as UTC)."""
     if isinstance(value, datetime.datetime):
         if value.tzinfo is None:
@@ -104,22 +105,22 @@ def _span(component: Any) -> tuple[float | None, float | None]:
         due = component.get("DUE")
         if start is None and due is None:
             return None, None
-        first = _epoch(start.dt) if start is not None else _epoch(due.dt)
-        last = _epoch(due.dt) if due is not None else first
+        first = epoch(start.dt) if start is not None else epoch(due.dt)
+        last = epoch(due.dt) if due is not None else first
         return first, max(first, last)
     if start is None:
         return None, None
-    first = _epoch(start.dt)
+    first = epoch(start.dt)
     end = component.get("DTEND")
     duration = component.get("DURATION")
     if end is not None:
-        last = _epoch(end.dt)
+        last = epoch(end.dt)
     elif duration is not None:
         last = first + duration.dt.total_seconds()
     elif isinstance(start.dt, datetime.datetime):
         last = first
     else:
-        last = _epoch(start.dt, end_of_day=True)
+        last = epoch(start.dt, end_of_day=True)
     return first, max(first, last)
 
 
@@ -142,7 +143,7 @@ def alarms(component: Any) -> list[Alarm]:
         if isinstance(value, datetime.timedelta):
             offset = value.total_seconds()
         elif isinstance(value, datetime.date):
-            at = _epoch(value)
+            at = epoch(value)
         else:
             continue
         out.append(

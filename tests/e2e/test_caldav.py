@@ -373,3 +373,53 @@ async def test_carddav_vcards_3_and_4(http: aiohttp.ClientSession, dav_server: A
     assert b"Carol Three" in body and b"404" in body
     status, _, body = await _req(http, dav_server, "GET", BOOK + "c4.vcf")
     assert status == 200 and body.decode() == VCARD4
+
+
+async def test_limit_recurrence_set_keeps_the_master_and_the_overrides_in_range(
+    http: aiohttp.ClientSession, dav_server: ApiServer
+) -> None:
+    """RFC 4791 §9.6.6: overrides outside the range are left out; the master always stays.
+
+    Weekly from 5 January; the 19 January instance is moved to the afternoon, the 26 January
+    one to 3 February (its own time is outside a January range, the time it replaces is in).
+    """
+    moved_out = WEEKLY.replace(
+        "END:VCALENDAR",
+        "BEGIN:VEVENT\nUID:weekly-1\nRECURRENCE-ID:20260126T100000Z\n"
+        "DTSTART:20260203T100000Z\nDTEND:20260203T110000Z\nSUMMARY:Pushed\nEND:VEVENT\n"
+        "END:VCALENDAR",
+    ).replace("\n", "\r\n")
+    path = CAL + "limited.ics"
+    status, _, _ = await _req(http, dav_server, "PUT", path, moved_out)
+    assert status in (201, 204)
+
+    async def limited(start: str, end: str) -> list[str]:
+        body = (
+            f'<?xml version="1.0"?><C:calendar-multiget xmlns:D="DAV:" xmlns:C="{C}">'
+            f'<D:prop><C:calendar-data><C:limit-recurrence-set start="{start}" end="{end}"/>'
+            f"</C:calendar-data></D:prop><D:href>{path}</D:href></C:calendar-multiget>"
+        )
+        status, _, raw = await _req(http, dav_server, "REPORT", CAL, body, Depth="1")
+        assert status == 207, raw
+        data = ET.fromstring(raw).find(f".//{{{C}}}calendar-data")
+        assert data is not None and data.text
+        return [
+            line.split(":", 1)[1]
+            for line in data.text.replace("\r\n", "\n").split("\n")
+            if line.startswith("SUMMARY:")
+        ]
+
+    assert await limited("20260101T000000Z", "20260110T000000Z") == ["Weekly"]
+    assert await limited("20260119T000000Z", "20260120T000000Z") == ["Weekly", "Moved"]
+    # Its original slot (26 January) is in range, so "Pushed" impacts it.
+    assert await limited("20260126T000000Z", "20260127T000000Z") == ["Weekly", "Pushed"]
+    # Its new time (3 February) is in range too.
+    assert await limited("20260203T000000Z", "20260204T000000Z") == ["Weekly", "Pushed"]
+    assert await limited("20260101T000000Z", "20260301T000000Z") == ["Weekly", "Moved", "Pushed"]
+    # Without the element the object comes back as stored.
+    body = (
+        f'<?xml version="1.0"?><C:calendar-multiget xmlns:D="DAV:" xmlns:C="{C}">'
+        f"<D:prop><C:calendar-data/></D:prop><D:href>{path}</D:href></C:calendar-multiget>"
+    )
+    status, _, raw = await _req(http, dav_server, "REPORT", CAL, body, Depth="1")
+    assert b"SUMMARY:Pushed" in raw and b"SUMMARY:Moved" in raw

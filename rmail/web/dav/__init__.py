@@ -898,6 +898,16 @@ def _object_response(
             low, high = reports.parse_time_range(expand)
             calendar = parsed if parsed is not None else load_calendar(raw)
             return element(tag, reports.expand(calendar, low, high).decode("utf-8", "replace"))
+        limit = (
+            request_node.find(f"{{{CALDAV}}}limit-recurrence-set")
+            if request_node is not None
+            else None
+        )
+        if limit is not None and kind == "calendars":
+            low, high = reports.parse_time_range(limit)
+            calendar = parsed if parsed is not None else load_calendar(raw)
+            limited = reports.limit_recurrence_set(calendar, low, high)
+            return element(tag, limited.decode("utf-8", "replace"))
         return element(tag, raw.decode("utf-8", "replace"))
 
     return _propstat(props, wanted if wanted is not None else [f"{{{DAV}}}getetag"], data=data)

@@ -16,7 +16,7 @@ from typing import Any
 import icalendar
 
 from rmail.errors import InvalidInput
-from rmail.ical import UTC, occurrences, overlaps
+from rmail.ical import UTC, epoch, occurrences, overlaps, span
 from rmail.store.dav import ObjectMeta
 from rmail.web.davxml import CALDAV, CARDDAV
 
@@ -27,6 +27,7 @@ __all__ = [
     "freebusy",
     "index_decides",
     "index_prefilter",
+    "limit_recurrence_set",
     "matches",
     "parse_time_range",
     "plain_event_range",
@@ -249,6 +250,39 @@ def expand(calendar: Any, low: float, high: float) -> bytes:
                 component.add("RECURRENCE-ID", start.dt)
         out.add_component(component)
     return bytes(out.to_ical())
+
+
+def limit_recurrence_set(calendar: Any, low: float, high: float) -> bytes:
+    """RFC 4791 §9.6.6: the master components, and only the overridden instances that
+    impact [low, high): their own time overlaps it, the time they replace does, or they
+    carry RANGE=THISANDFUTURE from a point before ``high``."""
+    out = icalendar.Calendar()
+    for key, value in calendar.items():
+        out.add(key, value)
+    masters = {
+        (c.name, str(c.get("UID", ""))): c
+        for c in calendar.subcomponents
+        if c.get("RECURRENCE-ID") is None
+    }
+    for component in calendar.subcomponents:
+        recurrence = component.get("RECURRENCE-ID")
+        if recurrence is None or _impacts(component, recurrence, masters, low, high):
+            out.add_component(component)
+    return bytes(out.to_ical())
+
+
+def _impacts(
+    component: Any, recurrence: Any, masters: dict[tuple[str, str], Any], low: float, high: float
+) -> bool:
+    if overlaps(span(component), low, high, component.name):
+        return True
+    original = epoch(recurrence.dt)
+    if str(recurrence.params.get("RANGE", "")).upper() == "THISANDFUTURE" and original < high:
+        return True
+    master = masters.get((component.name, str(component.get("UID", ""))))
+    first, last = span(master) if master is not None else (None, None)
+    length = (last - first) if first is not None and last is not None else 0.0
+    return overlaps((original, original + length), low, high, component.name)
 
 
 def _is_recurring(calendar: Any) -> bool:
