@@ -423,3 +423,41 @@ async def test_limit_recurrence_set_keeps_the_master_and_the_overrides_in_range(
     )
     status, _, raw = await _req(http, dav_server, "REPORT", CAL, body, Depth="1")
     assert b"SUMMARY:Pushed" in raw and b"SUMMARY:Moved" in raw
+
+
+async def test_collection_properties_quota_reports_and_tokens(
+    http: aiohttp.ClientSession, dav_server: ApiServer
+) -> None:
+    body = (
+        '<?xml version="1.0"?><D:propfind xmlns:D="DAV:" xmlns:CS="http://calendarserver.org/ns/"'
+        f' xmlns:C="{C}"><D:prop><D:quota-used-bytes/><D:quota-available-bytes/>'
+        "<D:supported-report-set/><CS:getctag/><D:sync-token/>"
+        "<C:supported-calendar-component-set/></D:prop></D:propfind>"
+    )
+
+    async def props() -> ET.Element:
+        status, _, raw = await _req(http, dav_server, "PROPFIND", CAL, body, Depth="0")
+        assert status == 207, raw
+        return ET.fromstring(raw)
+
+    before = await props()
+    used = int(before.findtext(f".//{{{DAV}}}quota-used-bytes") or "-1")
+    free = int(before.findtext(f".//{{{DAV}}}quota-available-bytes") or "-1")
+    assert used >= 0 and free > 0
+    reports = {child.tag for node in before.iter(f"{{{DAV}}}report") for child in node}
+    assert {
+        f"{{{C}}}calendar-query",
+        f"{{{C}}}calendar-multiget",
+        f"{{{C}}}free-busy-query",
+        f"{{{DAV}}}sync-collection",
+    } <= reports
+    kinds = {n.get("name") for n in before.iter(f"{{{C}}}comp")}
+    assert {"VEVENT", "VTODO", "VJOURNAL"} <= kinds
+
+    event = _event("quota-1", "20260701T090000Z", "20260701T100000Z", summary="x" * 2000)
+    status, _, _ = await _req(http, dav_server, "PUT", CAL + "quota-1.ics", event)
+    assert status == 201
+    after = await props()
+    assert int(after.findtext(f".//{{{DAV}}}quota-used-bytes") or "-1") >= used + 2000
+    for tag in ("{http://calendarserver.org/ns/}getctag", f"{{{DAV}}}sync-token"):
+        assert before.findtext(f".//{tag}") != after.findtext(f".//{tag}"), tag
