@@ -60,19 +60,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
-import json
 import os
 import platform
 import random
 import re
-import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
@@ -84,11 +78,34 @@ from typing import Any, Final
 
 import aiohttp
 
-REPO: Final = Path(__file__).resolve().parent.parent
-HOST: Final = "127.0.0.1"
-DOMAIN: Final = "example.test"
-USER: Final = f"alice@{DOMAIN}"
-PASSWORD: Final = "bench-password"
+from common import (
+    HOST,
+    PASSWORD,
+    USER,
+    attach_py_spy,
+    child_env,
+    cpu_model,
+    cpu_of,
+    create_user,
+    filesystem_of,
+    free_port,
+    load_average,
+    log_problems,
+    log_tail,
+    machine_busy,
+    rmail_commit,
+    rmail_config,
+    rss_mb,
+    say,
+    scratch_dir,
+    spawn_rmail,
+    stop_process,
+    stop_py_spy,
+    wait_ports,
+    write_config,
+    write_json,
+)
+
 TARGET_RATIO: Final = 2.0
 START_TIMEOUT: Final = 30.0
 STOP_TIMEOUT: Final = 20.0
@@ -96,7 +113,6 @@ CLIENTS: Final = 8
 MULTIGET: Final = 100
 CHANGES: Final = 10
 RECURRING_SHARE: Final = 0.1  # 200 of 2,000 (issue #7)
-CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 DAV: Final = "DAV:"
 CALDAV: Final = "urn:ietf:params:xml:ns:caldav"
 MONTH_START: Final = "20260301T000000Z"
@@ -362,75 +378,6 @@ def parse_multistatus(body: bytes) -> tuple[list[Item], str | None]:
 # -- the servers -----------------------------------------------------------------------------
 
 
-def process_tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-        except OSError:
-            continue
-        children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, ()))
-    return out
-
-
-def cpu_of(root: int) -> float:
-    """CPU seconds of ``root`` and its live descendants (with their waited-for children)."""
-    total = 0
-    for pid in process_tree(root):
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(f) for f in fields[11:15])
-    return total / CLK_TCK
-
-
-def rss_mb(pid: int) -> float:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine has spent busy since boot (/proc/stat)."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-async def stop_process(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-
-def child_env() -> dict[str, str]:
-    """This process's environment with the repository first on PYTHONPATH, no RMAIL_*."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RMAIL_")}
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p
-    )
-    return env
-
-
 class Server:
     """A started server: its name, base URL, the path of a calendar, its process and log."""
 
@@ -453,12 +400,10 @@ class Server:
         raise NotImplementedError
 
     async def stop(self) -> None:
-        await stop_process(self.proc)
+        await stop_process(self.proc, STOP_TIMEOUT)
 
     def log_tail(self, chars: int = 3000) -> str:
-        with contextlib.suppress(OSError):
-            return self.log.read_text(errors="replace")[-chars:]
-        return ""
+        return log_tail(self.log, chars)
 
     async def _wait(self, ready: Callable[[], Awaitable[bool]]) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -485,62 +430,18 @@ class Rmail(Server):
         return f"/dav/calendars/{USER}/{cal}/"
 
     def prepare(self) -> Path:
-        sys.path.insert(0, str(REPO))
-        from rmail.config import AuthConfig
-        from rmail.store import Store
-
-        auth = {"argon2_time_cost": 1, "argon2_memory_kib": 64}  # tests/conftest.py CHEAP_AUTH
-        config = {
-            "hostname": "mail.example.test",
-            "mail_root": str(self.root),
-            "domains": [DOMAIN],
-            "log_level": "WARNING",
-            "smtp": {"host": HOST, "port": 0, "submission_port": 0, "smtps_port": 0},
-            "imap": {"host": HOST, "port": 0, "imaps_port": 0},
-            "exchange_api": {"host": HOST, "port": 0, "secure_port": 0},
-            "auth": auth,
-        }
-        self.base.mkdir(parents=True, exist_ok=True)
-        path = self.base / "config.json"
-        path.write_text(json.dumps(config, indent=1))
-        store = Store.open(self.root, auth=AuthConfig(**auth), hostname="mail.example.test")
-        try:
-            store.create_user(USER, PASSWORD)
-        finally:
-            store.close()
+        path = write_config(self.base / "config.json", rmail_config(self.root))
+        create_user(self.root)
         return path
 
     async def start(self) -> None:
         config = await asyncio.to_thread(self.prepare)
-        with self.log.open("wb") as out:
-            self.proc = await asyncio.create_subprocess_exec(
-                *(sys.executable, "-m", "rmail", "serve", "--config", str(config)),
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-                env=child_env(),
-                cwd=REPO,
-            )
-        ports_file = self.root / "run" / "ports.json"
-
-        async def ready() -> bool:
-            with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
-                port = int(json.loads(ports_file.read_text())["http"])
-                self.base_url = f"http://{HOST}:{port}"
-                return True
-            return False
-
-        await self._wait(ready)
+        self.proc, _pid = await spawn_rmail(config, self.log)
+        ports = await wait_ports(self.root, self.proc, self.log, limit=START_TIMEOUT, poll=0.05)
+        self.base_url = f"http://{HOST}:{ports['http']}"
 
     def version(self) -> str:
-        def git(*args: str) -> str:
-            run = subprocess.run(
-                ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=False
-            )
-            return run.stdout.strip()
-
-        dirty = git("status", "--porcelain", "rmail")
-        rev = git("rev-parse", "--short", "HEAD") or "?"
-        return f"commit {rev}{' + uncommitted changes in rmail/' if dirty else ''}"
+        return f"commit {rmail_commit()}"
 
 
 class Radicale(Server):
@@ -660,13 +561,6 @@ class Results:
 
     def put(self, step: str, server: str, figure: Figure) -> None:
         self.figures.setdefault(step, {})[server] = figure
-
-
-_T0 = time.perf_counter()
-
-
-def say(text: str) -> None:
-    print(f"# {time.perf_counter() - _T0:6.1f} s  {text}", file=sys.stderr, flush=True)
 
 
 class Workload:
@@ -885,25 +779,11 @@ class Workload:
 
 
 def machine(base: Path) -> str:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    real = os.path.realpath(base)
-    mount, fstype = "?", "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/mounts").read_text().splitlines():
-            parts = line.split()
-            inside = real == parts[1] or real.startswith(parts[1].rstrip("/") + "/")
-            if inside and len(parts[1]) >= len(mount.rstrip("?")):
-                mount, fstype = parts[1], parts[2]
-    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    mount, fstype, _dev = filesystem_of(base)
     return (
-        f"{model}; nproc {len(os.sched_getaffinity(0))}; kernel {platform.release()}; "
+        f"{cpu_model()}; nproc {len(os.sched_getaffinity(0))}; kernel {platform.release()}; "
         f"Python {platform.python_version()}; aiohttp {aiohttp.__version__}; temp dir on "
-        f"{fstype} ({mount}); load average at start {load}"
+        f"{fstype} ({mount}); load average at start {load_average(3)}"
     )
 
 
@@ -1019,21 +899,6 @@ def as_json(results: Results) -> dict[str, Any]:
 # -- main ------------------------------------------------------------------------------------
 
 
-async def start_py_spy(pid: int, out: Path) -> asyncio.subprocess.Process | None:
-    exe = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
-    if not os.access(exe, os.X_OK):
-        say(f"py-spy not found; `pip install py-spy` for --py-spy {out}")
-        return None
-    proc = await asyncio.create_subprocess_exec(
-        *(exe, "record", "--pid", str(pid), "--threads", "--rate", "200", "--gil"),
-        *("--format", "raw", "--output", str(out), "--nonblocking"),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    await asyncio.sleep(0.5)
-    return proc
-
-
 async def bench_server(
     server: Server, events: list[Event], results: Results, args: argparse.Namespace
 ) -> None:
@@ -1041,7 +906,7 @@ async def bench_server(
     await server.start()
     spy = None
     if args.py_spy and server.name == "rmail":
-        spy = await start_py_spy(server.pid, Path(args.py_spy))
+        spy = await attach_py_spy(server.pid, Path(args.py_spy))
     busy0, server0, client0, t0 = (
         machine_busy(),
         cpu_of(server.pid),
@@ -1063,25 +928,15 @@ async def bench_server(
         )
     finally:
         if spy is not None:
-            with contextlib.suppress(ProcessLookupError):
-                spy.send_signal(signal.SIGINT)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(spy.wait(), STOP_TIMEOUT)  # it writes on SIGINT
-            await stop_process(spy)
+            await stop_py_spy(spy, STOP_TIMEOUT)
         await server.stop()
     if server.proc.returncode not in (0, -signal.SIGTERM):
         results.problems.append(
             f"{server.name} exited with {server.proc.returncode}: {server.log_tail(1500)}"
         )
-    errors = [
-        ln
-        for ln in server.log_tail(200_000).splitlines()
-        if re.search(r"(?i)\b(error|critical|traceback|exception)\b", ln)
-    ]
-    if errors:
-        results.problems.append(
-            f"{server.name} log has {len(errors)} error lines, first: {errors[0][:300]}"
-        )
+    results.problems += log_problems(
+        server.name, server.log, r"(?i)\b(error|critical|traceback|exception)\b"
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -1110,10 +965,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 async def amain(args: argparse.Namespace) -> int:
-    base = Path(tempfile.mkdtemp(prefix="rmail-bench-caldav-", dir=args.dir))
     results = Results()
     servers = [args.only] if args.only else ["rmail", "radicale"]
-    try:
+    with scratch_dir("rmail-bench-caldav-", args.dir, args.keep) as base:
         results.info["machine"] = machine(base)
         events = make_events(args.events, args.seed)
         size = sum(len(e.body()) for e in events)
@@ -1138,15 +992,8 @@ async def amain(args: argparse.Namespace) -> int:
                 say(f"{name} failed: {exc}")
         print(render(results, args, servers))
         if args.json:
-            await asyncio.to_thread(
-                Path(args.json).write_text, json.dumps(as_json(results), indent=1)
-            )
+            await asyncio.to_thread(write_json, args.json, as_json(results))
         return 1 if results.problems else 0
-    finally:
-        if args.keep:
-            say(f"kept {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -60,20 +60,16 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
-import json
 import os
 import platform
 import pwd
 import random
 import re
 import resource
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -81,11 +77,35 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-REPO: Final = Path(__file__).resolve().parent.parent
-HOST: Final = "127.0.0.1"
-DOMAIN: Final = "example.test"
-USER: Final = f"alice@{DOMAIN}"
-PASSWORD: Final = "bench-password"
+from common import (
+    DOMAIN,
+    HOST,
+    PASSWORD,
+    USER,
+    attach_py_spy,
+    cpu_model,
+    cpu_of,
+    create_user,
+    filesystem_of,
+    free_port,
+    load_average,
+    log_problems,
+    log_tail,
+    machine_busy,
+    process_tree,
+    rmail_commit,
+    rmail_config,
+    say,
+    scratch_dir,
+    spawn_rmail,
+    status_kb,
+    stop_process,
+    stop_py_spy,
+    wait_ports,
+    write_config,
+    write_json,
+)
+
 DOVECOT: Final = Path("/usr/sbin/dovecot")
 TARGET_RATIO: Final = 3.0
 TARGET_RSS_MB: Final = 150.0
@@ -450,36 +470,6 @@ class Client:
 
 # -- the servers ---------------------------------------------------------------------------
 
-CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
-
-
-def process_tree(root: int) -> list[int]:
-    """``root`` and every live descendant, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, ()))
-    return out
-
-
-def _status_kb(pid: int, key: str) -> int:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
-
 
 def _pss_kb(pid: int) -> int:
     with contextlib.suppress(OSError, PermissionError):
@@ -498,43 +488,9 @@ class Memory:
 
 def memory_of(root: int) -> Memory:
     pids = process_tree(root)
-    rss = sum(_status_kb(p, "VmRSS") for p in pids)
+    rss = sum(status_kb(p, "VmRSS") or 0 for p in pids)
     pss = sum(_pss_kb(p) for p in pids)
     return Memory(len(pids), rss / 1024, pss / 1024)
-
-
-def cpu_of(root: int) -> float:
-    """CPU seconds of ``root`` and its descendants, live or exited (cutime + cstime)."""
-    total = 0
-    for pid in process_tree(root):
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(f) for f in fields[11:15])
-    return total / CLK_TCK
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine has spent busy since boot (/proc/stat)."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-async def stop_process(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
 
 
 class Server:
@@ -553,12 +509,10 @@ class Server:
         raise NotImplementedError
 
     async def stop(self) -> None:
-        await stop_process(self.proc)
+        await stop_process(self.proc, STOP_TIMEOUT)
 
     def log_tail(self, chars: int = 3000) -> str:
-        with contextlib.suppress(OSError):
-            return self.log.read_text(errors="replace")[-chars:]
-        return ""
+        return log_tail(self.log, chars)
 
 
 class Rmail(Server):
@@ -571,71 +525,19 @@ class Rmail(Server):
         self.cprofile = cprofile
 
     def prepare(self) -> Path:
-        sys.path.insert(0, str(REPO))
-        from rmail.config import AuthConfig
-        from rmail.store import Store
-
-        auth = {"argon2_time_cost": 1, "argon2_memory_kib": 64}
-        config = {
-            "hostname": "mail.example.test",
-            "mail_root": str(self.root),
-            "domains": [DOMAIN],
-            "log_level": "WARNING",
-            "smtp": {"host": HOST, "port": 0, "submission_port": 0, "smtps_port": 0},
-            "imap": {
-                "host": HOST,
-                "port": 0,
-                "imaps_port": 0,
-                "max_connections": 2000,
-                "plaintext_auth_on_loopback": True,
-            },
-            "exchange_api": {"host": HOST, "port": 0, "secure_port": 0},
-            "auth": auth,
-        }
-        path = self.base / "config.json"
-        path.write_text(json.dumps(config, indent=1))
-        store = Store.open(self.root, auth=AuthConfig(**auth), hostname="mail.example.test")
-        try:
-            store.create_user(USER, PASSWORD)
-        finally:
-            store.close()
+        imap = {"max_connections": 2000, "plaintext_auth_on_loopback": True}
+        path = write_config(self.base / "config.json", rmail_config(self.root, imap=imap))
+        create_user(self.root)
         return path
 
     async def start(self) -> None:
         config = await asyncio.to_thread(self.prepare)
-        command = [sys.executable, "-m", "rmail", "serve", "--config", str(config)]
-        if self.cprofile is not None:
-            command[1:1] = ["-m", "cProfile", "-o", str(self.cprofile)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RMAIL_")}
-        with self.log.open("wb") as out:
-            self.proc = await asyncio.create_subprocess_exec(
-                *command, stdout=out, stderr=asyncio.subprocess.STDOUT, env=env, cwd=REPO
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        ports_file = self.root / "run" / "ports.json"
-        while time.monotonic() < deadline:
-            if self.proc.returncode is not None:
-                raise RuntimeError(f"rmail exited with {self.proc.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(FileNotFoundError, ValueError):
-                self.port = int(json.loads(ports_file.read_text())["imap"])
-                return
-            await asyncio.sleep(0.05)
-        raise RuntimeError("rmail did not write run/ports.json in time")
+        self.proc, _pid = await spawn_rmail(config, self.log, cprofile=self.cprofile)
+        ports = await wait_ports(self.root, self.proc, self.log, limit=START_TIMEOUT, poll=0.05)
+        self.port = ports["imap"]
 
     def version(self) -> str:
-        rev = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "rmail"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        return f"commit {rev or '?'}{' + uncommitted changes in rmail/' if dirty else ''}"
+        return f"commit {rmail_commit()}"
 
 
 class Dovecot(Server):
@@ -777,13 +679,6 @@ class Results:
 
     def put(self, op: str, server: str, figure: Figure) -> None:
         self.figures.setdefault(op, {})[server] = figure
-
-
-_T0 = time.perf_counter()
-
-
-def say(text: str) -> None:
-    print(f"# {time.perf_counter() - _T0:6.1f} s  {text}", file=sys.stderr, flush=True)
 
 
 class Workload:
@@ -1082,25 +977,11 @@ async def logout_all(clients: Sequence[Client]) -> None:
 
 
 def machine(base: Path) -> list[str]:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    real = os.path.realpath(base)
-    mount, fstype = "?", "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/mounts").read_text().splitlines():
-            parts = line.split()
-            inside = real == parts[1] or real.startswith(parts[1].rstrip("/") + "/")
-            if inside and len(parts[1]) >= len(mount.rstrip("?")):
-                mount, fstype = parts[1], parts[2]
-    load = Path("/proc/loadavg").read_text().split()[0]
+    mount, fstype, _dev = filesystem_of(base)
     return [
-        f"- CPU: {model}; nproc {len(os.sched_getaffinity(0))}; "
+        f"- CPU: {cpu_model()}; nproc {len(os.sched_getaffinity(0))}; "
         f"kernel {platform.release()}; Python {platform.python_version()}",
-        f"- temp dir on {fstype} ({mount}); load average at start {load}",
+        f"- temp dir on {fstype} ({mount}); load average at start {load_average()}",
     ]
 
 
@@ -1222,22 +1103,6 @@ def as_json(results: Results) -> dict[str, Any]:
 # -- main --------------------------------------------------------------------------------
 
 
-async def start_py_spy(pid: int, out: Path, idle: bool) -> asyncio.subprocess.Process | None:
-    exe = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
-    if not os.access(exe, os.X_OK):
-        say(f"py-spy not found on PATH; `pip install py-spy` for --py-spy {out}")
-        return None
-    proc = await asyncio.create_subprocess_exec(
-        *(exe, "record", "--pid", str(pid), "--threads", "--rate", "200"),
-        *(["--idle"] if idle else ["--gil"]),
-        *("--format", "raw", "--output", str(out), "--nonblocking"),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    await asyncio.sleep(0.5)
-    return proc
-
-
 async def bench_server(
     server: Server, messages: list[Message], results: Results, args: argparse.Namespace
 ) -> None:
@@ -1245,7 +1110,7 @@ async def bench_server(
     await server.start()
     spy = None
     if args.py_spy and server.name == "rmail":
-        spy = await start_py_spy(server.pid, Path(args.py_spy), args.py_spy_idle)
+        spy = await attach_py_spy(server.pid, Path(args.py_spy), idle=args.py_spy_idle)
     busy0, server0, client0, t0 = (
         machine_busy(),
         cpu_of(server.pid),
@@ -1265,23 +1130,15 @@ async def bench_server(
         await asyncio.sleep(0.5)  # let the server notice the last disconnects
     finally:
         if spy is not None:
-            with contextlib.suppress(ProcessLookupError):
-                spy.send_signal(signal.SIGINT)
-            await stop_process(spy)
+            await stop_py_spy(spy, STOP_TIMEOUT)
         await server.stop()
     if server.proc.returncode not in (0, -signal.SIGTERM):
         results.problems.append(
             f"{server.name} exited with {server.proc.returncode}: {server.log_tail(1500)}"
         )
-    errors = [
-        ln
-        for ln in server.log_tail(200_000).splitlines()
-        if re.search(r"(?i)\b(error|fatal|panic|traceback|exception)\b", ln)
-    ]
-    if errors:
-        results.problems.append(
-            f"{server.name} log has {len(errors)} error lines, first: {errors[0][:300]}"
-        )
+    results.problems += log_problems(
+        server.name, server.log, r"(?i)\b(error|fatal|panic|traceback|exception)\b"
+    )
 
 
 def raise_fd_limit(need: int) -> None:
@@ -1331,13 +1188,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 async def amain(args: argparse.Namespace) -> int:
     raise_fd_limit(args.connections + 100)
-    base = Path(tempfile.mkdtemp(prefix="rmail-bench-imap-", dir=args.dir))
     results = Results()
     servers = [args.only] if args.only else ["rmail", "dovecot"]
     if "dovecot" in servers and not DOVECOT.exists():
         say("Dovecot is not installed (apt-get install dovecot-imapd): rmail alone")
         servers.remove("dovecot")
-    try:
+    with scratch_dir("rmail-bench-imap-", args.dir, args.keep) as base:
         results.info["machine"] = "; ".join(s.lstrip("- ") for s in machine(base))
         say(f"generating {args.messages:,} messages")
         messages = make_messages(args.messages, args.seed)
@@ -1364,15 +1220,8 @@ async def amain(args: argparse.Namespace) -> int:
                 say(f"{name} failed: {exc}")
         print(render(results, args, servers))
         if args.json:
-            await asyncio.to_thread(
-                Path(args.json).write_text, json.dumps(as_json(results), indent=1)
-            )
+            await asyncio.to_thread(write_json, args.json, as_json(results))
         return 1 if results.problems else 0
-    finally:
-        if args.keep:
-            say(f"kept {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
