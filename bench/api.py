@@ -64,13 +64,9 @@ import dataclasses
 import json
 import os
 import platform
-import re
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -83,12 +79,30 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import imap as imap_bench  # bench/imap.py: the realistic messages
 
-REPO: Final = Path(__file__).resolve().parent.parent
-HOST: Final = "127.0.0.1"
-DOMAIN: Final = "example.test"
-USER: Final = f"alice@{DOMAIN}"
-PASSWORD: Final = "bench-password"
-CHEAP_AUTH: Final = {"argon2_time_cost": 1, "argon2_memory_kib": 64}
+from common import (
+    CHEAP_AUTH,
+    DOMAIN,
+    HOST,
+    PASSWORD,
+    REPO,
+    USER,
+    Process,
+    cpu_model,
+    cpu_seconds,
+    load_average,
+    machine_busy,
+    rmail_commit,
+    rmail_config,
+    say,
+    scratch_dir,
+    spawn_rmail,
+    stop_process,
+    stop_rmail,
+    wait_ports,
+    write_config,
+    write_json,
+)
+
 LIMIT: Final = 50
 TARGET_LIST_P50_MS: Final = 20.0  # issue #6
 # Share of the machine used by other processes above which a row is flagged as noisy.
@@ -96,18 +110,9 @@ NOISY: Final = 0.25
 APPEND_BATCH: Final = 500
 START_TIMEOUT: Final = 60.0
 STOP_TIMEOUT: Final = 30.0
-CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 SCRIPT: Final = os.path.abspath(__file__)
 KINDS: Final = ("plain", "alternative", "attachments")
 GROUPS: Final = ("login", "list", "message", "search")
-_T0: Final = time.perf_counter()
-
-Process = asyncio.subprocess.Process
-
-
-def say(text: str) -> None:
-    print(f"# {time.perf_counter() - _T0:6.1f} s  {text}", file=sys.stderr, flush=True)
-
 
 # -- the peer (child process) -------------------------------------------------------------------
 
@@ -141,54 +146,6 @@ async def _peer_main(bodies_file: Path) -> None:
     await runner.cleanup()
 
 
-# -- processes ----------------------------------------------------------------------------------
-
-
-def child_env() -> dict[str, str]:
-    """Our environment (PYTHONPATH included, so children import the same rmail), no RMAIL_*."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("RMAIL_")}
-
-
-def machine_busy() -> float:
-    """CPU seconds all CPUs have spent busy since boot (/proc/stat; idle and iowait excluded)."""
-    with contextlib.suppress(OSError):
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return (sum(values[:8]) - values[3] - values[4]) / CLK_TCK
-    return 0.0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and all its threads, from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-async def stop_process(proc: Process, sig: int = signal.SIGTERM) -> None:
-    """Signal a child we started and wait for it (killed after ``STOP_TIMEOUT``)."""
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(sig)
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-
-def first_child(pid: int) -> int | None:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        return int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
-    return None
-
-
-def py_spy_exe() -> str | None:
-    exe = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
-    return exe if os.access(exe, os.X_OK) else None
-
-
 class Peer:
     def __init__(self, proc: Process, port: int) -> None:
         self.proc = proc
@@ -204,7 +161,7 @@ class Peer:
         return cls(proc, port)
 
     async def stop(self) -> None:
-        await stop_process(self.proc)
+        await stop_process(self.proc, STOP_TIMEOUT)
 
 
 class Rmail:
@@ -219,20 +176,8 @@ class Rmail:
         self.port = 0
 
     def write_config(self, auth: dict[str, int] | None) -> Path:
-        config: dict[str, Any] = {
-            "hostname": "mail.example.test",
-            "mail_root": str(self.root),
-            "domains": [DOMAIN],
-            "log_level": "WARNING",
-            "smtp": {"host": HOST, "port": 0, "submission_port": 0, "smtps_port": 0},
-            "imap": {"host": HOST, "port": 0, "imaps_port": 0},
-            "exchange_api": {"host": HOST, "port": 0, "secure_port": 0},
-        }
-        if auth is not None:
-            config["auth"] = auth
         path = self.base / ("config-cheap.json" if auth else "config-default.json")
-        path.write_text(json.dumps(config, indent=1))
-        return path
+        return write_config(path, rmail_config(self.root, auth=auth))
 
     async def start(
         self, auth: dict[str, int] | None, py_spy: Path | None = None, idle: bool = False
@@ -240,75 +185,16 @@ class Rmail:
         config = self.write_config(auth)
         with contextlib.suppress(FileNotFoundError):
             (self.root / "run" / "ports.json").unlink()
-        command = [sys.executable, "-m", "rmail", "serve", "--config", str(config)]
-        exe = py_spy_exe() if py_spy is not None else None
-        if py_spy is not None and exe is None:
-            say(f"py-spy not found; `pip install py-spy` for --py-spy {py_spy}")
-        if exe is not None and py_spy is not None:
-            # Started under py-spy: attaching with --pid fails with this pyenv build.
-            command = [
-                *(exe, "record", "--threads", "--rate", "250"),
-                *(["--idle"] if idle else ["--gil"]),
-                *("--format", "raw", "--output", str(py_spy), "--"),
-                *command,
-            ]
-        with self.log.open("ab") as out:
-            self.proc = await asyncio.create_subprocess_exec(
-                *command, stdout=out, stderr=asyncio.subprocess.STDOUT, env=child_env(), cwd=REPO
-            )
-        self.pid = self.proc.pid
-        if exe is not None:
-            self.pid = await self._child_of(self.proc.pid)
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.returncode is not None:
-                raise RuntimeError(f"rmail exited with {self.proc.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
-                ports = json.loads((self.root / "run" / "ports.json").read_text())
-                self.port = int(ports["http"])
-                return
-            await asyncio.sleep(0.02)
-        raise RuntimeError(f"rmail did not write run/ports.json in {START_TIMEOUT:.0f} s")
-
-    async def _child_of(self, pid: int) -> int:
-        """The process py-spy started (its only child)."""
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            child = first_child(pid)
-            if child is not None:
-                return child
-            await asyncio.sleep(0.005)
-        raise RuntimeError("py-spy did not start rmail")
+        self.proc, self.pid = await spawn_rmail(
+            config, self.log, py_spy=py_spy, idle=idle, append=True, start_timeout=START_TIMEOUT
+        )
+        ports = await wait_ports(self.root, self.proc, self.log, limit=START_TIMEOUT)
+        self.port = int(ports["http"])
 
     async def stop(self) -> list[str]:
         if self.proc is None:
             return []
-        if self.pid != self.proc.pid:  # under py-spy: stop rmail, py-spy then writes and exits
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT + 10)
-            except TimeoutError:
-                await stop_process(self.proc, signal.SIGINT)
-            problems = []
-        else:
-            await stop_process(self.proc)
-            problems = (
-                [] if self.proc.returncode == 0 else [f"rmail exited with {self.proc.returncode}"]
-            )
-        errors = [
-            ln
-            for ln in self.log_tail(200_000).splitlines()
-            if re.search(r"\b(ERROR|CRITICAL|Traceback)\b", ln)
-        ]
-        if errors:
-            problems.append(f"rmail log has {len(errors)} error lines, first: {errors[0][:300]}")
-        return problems
-
-    def log_tail(self, chars: int = 3000) -> str:
-        with contextlib.suppress(OSError):
-            return self.log.read_text(errors="replace")[-chars:]
-        return ""
+        return await stop_rmail(self.proc, self.pid, self.log, STOP_TIMEOUT)
 
 
 # -- the data -----------------------------------------------------------------------------------
@@ -470,11 +356,11 @@ async def run_row(
                 if problem:
                     row.errors.append(problem)
 
-        busy0, server0, client0 = machine_busy(), cpu_seconds(server_pid), time.process_time()
+        busy0, server0, client0 = machine_busy(), cpu_seconds(server_pid)[0], time.process_time()
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(clients)))
         row.wall = time.perf_counter() - start
-        row.server_cpu = cpu_seconds(server_pid) - server0
+        row.server_cpu = cpu_seconds(server_pid)[0] - server0
         row.client_cpu = time.process_time() - client0
         busy = machine_busy() - busy0
         row.other_cpu = max(0.0, busy - row.server_cpu - row.client_cpu)
@@ -703,30 +589,10 @@ async def run_peer(
 
 
 def machine(base: Path) -> list[str]:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    load = Path("/proc/loadavg").read_text().split()[0]
-    rev = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "-C", str(REPO), "status", "--porcelain", "rmail"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
     return [
-        f"- CPU: {model}; nproc {len(os.sched_getaffinity(0))}; kernel {platform.release()}; "
+        f"- CPU: {cpu_model()}; nproc {len(os.sched_getaffinity(0))}; kernel {platform.release()}; "
         f"Python {platform.python_version()}; aiohttp {aiohttp.__version__}",
-        f"- rmail commit {rev or '?'}{' + uncommitted changes in rmail/' if dirty else ''}; "
-        f"load average at start {load}",
+        f"- rmail commit {rmail_commit()}; load average at start {load_average()}",
     ]
 
 
@@ -831,10 +697,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 async def amain(args: argparse.Namespace) -> int:
-    base = Path(tempfile.mkdtemp(prefix="rmail-bench-api-", dir=args.dir))
     rows: list[Row] = []
     problems: list[str] = []
-    try:
+    with scratch_dir("rmail-bench-api-", args.dir, args.keep) as base:
         info = machine(base)
         sys.path.insert(0, str(REPO))
         rmail = Rmail(base)
@@ -919,13 +784,8 @@ async def amain(args: argparse.Namespace) -> int:
                 "rows": [dataclasses.asdict(r) for r in rows],
                 "problems": problems,
             }
-            await asyncio.to_thread(Path(args.json).write_text, json.dumps(out, indent=1))
+            await asyncio.to_thread(write_json, args.json, out)
         return 1 if problems else 0
-    finally:
-        if args.keep:
-            say(f"kept {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

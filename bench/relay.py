@@ -70,17 +70,14 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import json
 import os
 import platform
 import re
-import shutil
 import signal
 import smtplib
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -88,29 +85,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-REPO: Final = Path(__file__).resolve().parent.parent
-HOST: Final = "127.0.0.1"
-DOMAIN: Final = "example.test"
-SENDER: Final = f"alice@{DOMAIN}"
-PASSWORD: Final = "bench-password"
+from common import (
+    DOMAIN,
+    HOST,
+    PASSWORD,
+    USER,
+    Process,
+    child_env,
+    cpu_model,
+    cpu_seconds,
+    create_user,
+    filesystem_of,
+    load_average,
+    machine_busy,
+    rmail_commit,
+    rmail_config,
+    say,
+    scratch_dir,
+    spawn_rmail,
+    status_kb,
+    stop_process,
+    stop_rmail,
+    wait_ports,
+    write_config,
+    write_json,
+)
+
+SENDER: Final = USER
 REMOTE_DOMAINS: Final = tuple(f"remote{i}.test" for i in range(8))
 PER_SUBMISSION: Final = 50  # rmail's smtp.max_messages_per_connection default
 PER_PEER_CONNECTION: Final = 100  # rmail's relay MESSAGES_PER_CONNECTION
 DEFAULT_WORKERS: Final = 4  # rmail's relay.workers default
-CHEAP_AUTH: Final = {"argon2_time_cost": 1, "argon2_memory_kib": 64}
 START_TIMEOUT: Final = 30.0
 STOP_TIMEOUT: Final = 30.0
 # After the last expected arrival, how long to keep listening for a duplicate.
 SETTLE_SECONDS: Final = 0.5
 POLL_SECONDS: Final = 0.02
-CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 SCRIPT: Final = os.path.abspath(__file__)
 _MESSAGE_ID: Final = re.compile(rb"^Message-ID:\s*<([^>]+)>", re.IGNORECASE | re.MULTILINE)
-_T0: Final = time.perf_counter()
-
-
-def say(text: str) -> None:
-    print(f"# {time.perf_counter() - _T0:6.1f} s  {text}", file=sys.stderr, flush=True)
 
 
 # -- the sink (child process) -------------------------------------------------------------------
@@ -152,9 +164,6 @@ async def _sink_main(first: Path) -> None:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     server.close()
-
-
-Process = asyncio.subprocess.Process
 
 
 class Sink:
@@ -225,7 +234,7 @@ class Sink:
         return cpu_seconds(self.proc.pid)[0]
 
     async def stop(self) -> None:
-        await stop_process(self.proc)
+        await stop_process(self.proc, STOP_TIMEOUT)
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(self._reader, 5)
 
@@ -317,63 +326,6 @@ class Row:
         return statistics.median(values) * 1000 if values else None
 
 
-# -- processes ----------------------------------------------------------------------------------
-
-
-def child_env() -> dict[str, str]:
-    """Our environment (PYTHONPATH included, so children import the same rmail), no RMAIL_*."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("RMAIL_")}
-
-
-def machine_busy() -> float:
-    """CPU seconds all CPUs have spent busy since boot (/proc/stat; idle and iowait excluded)."""
-    with contextlib.suppress(OSError):
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return (sum(values[:8]) - values[3] - values[4]) / CLK_TCK
-    return 0.0
-
-
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(user + system, system) CPU seconds of a process and all its threads, from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0, 0.0
-    user, system = int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
-    return user + system, system
-
-
-def status_kb(pid: int, key: str) -> int | None:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return None
-
-
-async def stop_process(proc: Process, sig: int = signal.SIGTERM) -> None:
-    """Signal a child we started and wait for it (killed after ``STOP_TIMEOUT``)."""
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(sig)
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-
-def first_child(pid: int) -> int | None:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        return int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
-    return None
-
-
-def py_spy_exe() -> str | None:
-    exe = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
-    return exe if os.access(exe, os.X_OK) else None
-
-
 class Rmail:
     """One ``rmail serve`` process with its own data directory, routed to one sink."""
 
@@ -400,33 +352,9 @@ class Rmail:
         }
         if self.workers is not None:
             relay["workers"] = self.workers
-        config = {
-            "hostname": "mail.example.test",
-            "mail_root": str(self.root),
-            "domains": [DOMAIN],
-            "log_level": "WARNING",
-            "smtp": {
-                "host": HOST,
-                "port": 0,
-                "submission_port": 0,
-                "smtps_port": 0,
-                "plaintext_auth_on_loopback": True,
-            },
-            "imap": {"host": HOST, "port": 0, "imaps_port": 0},
-            "exchange_api": {"host": HOST, "port": 0, "secure_port": 0},
-            "auth": CHEAP_AUTH,
-            "relay": relay,
-        }
-        self.base.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(json.dumps(config, indent=1))
-        from rmail.config import AuthConfig
-        from rmail.store import Store
-
-        store = Store.open(self.root, auth=AuthConfig(**CHEAP_AUTH), hostname="mail.example.test")
-        try:
-            store.create_user(SENDER, PASSWORD)
-        finally:
-            store.close()
+        smtp = {"plaintext_auth_on_loopback": True}
+        write_config(self.config, rmail_config(self.root, smtp=smtp, relay=relay))
+        create_user(self.root, SENDER, PASSWORD)
         shown = subprocess.run(
             [sys.executable, "-m", "rmail", "--config", str(self.config), "dkim", "show", DOMAIN],
             capture_output=True,
@@ -461,36 +389,11 @@ class Rmail:
         return sum(1 for n in names if not n.startswith(".") and n.endswith((".json", ".eml")))
 
     async def start(self, py_spy: Path | None, idle: bool) -> None:
-        command = [sys.executable, "-m", "rmail", "serve", "--config", str(self.config)]
-        exe = py_spy_exe() if py_spy is not None else None
-        if py_spy is not None and exe is None:
-            say(f"py-spy not found; `pip install py-spy` for --py-spy {py_spy}")
-        if exe is not None and py_spy is not None:
-            command = [
-                *(exe, "record", "--threads", "--rate", "250"),
-                *(["--idle"] if idle else ["--gil"]),
-                *("--format", "raw", "--output", str(py_spy), "--"),
-                *command,
-            ]
-        with self.log.open("wb") as out:
-            self.spawned = time.monotonic()
-            self.proc = await asyncio.create_subprocess_exec(
-                *command, stdout=out, stderr=asyncio.subprocess.STDOUT, env=child_env(), cwd=REPO
-            )
-        self.pid = self.proc.pid
-        if exe is not None:
-            self.pid = await self._child_of(self.proc.pid)
+        self.spawned = time.monotonic()
+        self.proc, self.pid = await spawn_rmail(
+            self.config, self.log, py_spy=py_spy, idle=idle, start_timeout=START_TIMEOUT
+        )
         self._poller = asyncio.get_running_loop().create_task(self._poll_rss())
-
-    async def _child_of(self, pid: int) -> int:
-        """The process py-spy started (its only child)."""
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            child = first_child(pid)
-            if child is not None:
-                return child
-            await asyncio.sleep(0.005)
-        raise RuntimeError("py-spy did not start rmail")
 
     async def _poll_rss(self) -> None:
         while True:
@@ -501,15 +404,7 @@ class Rmail:
 
     async def wait_ports(self) -> dict[str, int]:
         assert self.proc is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.returncode is not None:
-                raise RuntimeError(f"rmail exited with {self.proc.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(FileNotFoundError, ValueError):
-                ports: dict[str, int] = json.loads((self.root / "run" / "ports.json").read_text())
-                return ports
-            await asyncio.sleep(0.01)
-        raise RuntimeError(f"rmail did not write run/ports.json in {START_TIMEOUT:.0f} s")
+        return await wait_ports(self.root, self.proc, self.log, limit=START_TIMEOUT, poll=0.01)
 
     async def stop(self) -> list[str]:
         """Stop rmail (and py-spy); problems: exit status, error lines in the log."""
@@ -519,32 +414,7 @@ class Rmail:
                 await self._poller
         if self.proc is None:
             return []
-        if self.pid != self.proc.pid:  # under py-spy: stop rmail, py-spy then writes and exits
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT + 10)
-            except TimeoutError:
-                await stop_process(self.proc, signal.SIGINT)
-            problems = []
-        else:
-            await stop_process(self.proc)
-            problems = (
-                [] if self.proc.returncode == 0 else [f"rmail exited with {self.proc.returncode}"]
-            )
-        errors = [
-            ln
-            for ln in self.log_tail(200_000).splitlines()
-            if re.search(r"\b(ERROR|CRITICAL|Traceback)\b", ln)
-        ]
-        if errors:
-            problems.append(f"rmail log has {len(errors)} error lines, first: {errors[0][:300]}")
-        return problems
-
-    def log_tail(self, chars: int = 3000) -> str:
-        with contextlib.suppress(OSError):
-            return self.log.read_text(errors="replace")[-chars:]
-        return ""
+        return await stop_rmail(self.proc, self.pid, self.log, STOP_TIMEOUT)
 
 
 # -- the three ways -----------------------------------------------------------------------------
@@ -803,36 +673,16 @@ async def submit_all(
 
 
 def machine(base: Path) -> list[str]:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    real = os.path.realpath(base)
-    mount, fstype = "?", "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/mounts").read_text().splitlines():
-            parts = line.split()
-            inside = real == parts[1] or real.startswith(parts[1].rstrip("/") + "/")
-            if inside and len(parts[1]) >= len(mount.rstrip("?")):
-                mount, fstype = parts[1], parts[2]
     import aiosmtpd
     import aiosmtplib
 
-    load = Path("/proc/loadavg").read_text().split()[0]
-    rev = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+    mount, fstype, _dev = filesystem_of(base)
     return [
-        f"- CPU: {model}; nproc {len(os.sched_getaffinity(0))}; kernel {platform.release()}; "
+        f"- CPU: {cpu_model()}; nproc {len(os.sched_getaffinity(0))}; kernel {platform.release()}; "
         f"Python {platform.python_version()}; aiosmtpd {aiosmtpd.__version__}; "
         f"aiosmtplib {aiosmtplib.__version__}",
-        f"- rmail commit {rev or '?'}; temp dir on {fstype} ({mount}); "
-        f"load average at start {load}",
+        f"- rmail commit {rmail_commit(dirty=False)}; temp dir on {fstype} ({mount}); "
+        f"load average at start {load_average()}",
     ]
 
 
@@ -916,8 +766,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 async def amain(args: argparse.Namespace) -> int:
-    base = Path(tempfile.mkdtemp(prefix="rmail-bench-relay-", dir=args.dir))
-    try:
+    with scratch_dir("rmail-bench-relay-", args.dir, args.keep) as base:
         info = machine(base)
         dkims = [True, False] if args.both_dkim else [not args.no_dkim]
         say(f"generating {args.messages} messages")
@@ -964,13 +813,8 @@ async def amain(args: argparse.Namespace) -> int:
                 )
         if args.json:
             data = {"machine": info, "rows": [dataclasses.asdict(r) for r in rows]}
-            await asyncio.to_thread(Path(args.json).write_text, json.dumps(data, indent=1))
+            await asyncio.to_thread(write_json, args.json, data)
         return 1 if failed else 0
-    finally:
-        if args.keep:
-            say(f"kept {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
