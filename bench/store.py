@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import os
 import platform
 import pwd
@@ -40,7 +39,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rmail.store.maildir import Mailbox
 from rmail.store.mailindex import SEEN, MailIndex
+
+from common import cpu_model, filesystem_of, load_average, say, scratch_dir, write_json
 
 TARGET_FLAG_MS: Final = 0.1
 TARGET_EXPUNGE_MS: Final = 1.0
@@ -146,36 +146,7 @@ class Report:
         }
 
 
-_T0 = time.perf_counter()
-
-
-def log(msg: str) -> None:
-    print(f"# {time.perf_counter() - _T0:6.1f} s  {msg}", file=sys.stderr, flush=True)
-
-
 # -- environment --------------------------------------------------------------------------
-
-
-def filesystem_of(path: Path) -> tuple[str, str, str]:
-    """(mount point, type, device) of the filesystem holding ``path``, from /proc/mounts."""
-    real = str(path.resolve())
-    best = ("/", "?", "?")
-    with contextlib.suppress(OSError), open("/proc/mounts") as f:
-        for line in f:
-            dev, mnt, fstype, *_ = line.split()
-            mnt = mnt.replace("\\040", " ")
-            inside = real == mnt or real.startswith(mnt.rstrip("/") + "/")
-            if inside and len(mnt) >= len(best[0]):
-                best = (mnt, fstype, dev)
-    return best
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "?"
 
 
 def environment(root: Path) -> dict[str, str]:
@@ -189,13 +160,6 @@ def environment(root: Path) -> dict[str, str]:
         "python": platform.python_version(),
         "load average at start": load_average(),
     }
-
-
-def load_average() -> str:
-    """The 1-minute load average: other work on the machine skews every figure."""
-    with contextlib.suppress(OSError), open("/proc/loadavg") as f:
-        return f.read().split()[0]
-    return "?"
 
 
 # -- messages -----------------------------------------------------------------------------
@@ -349,7 +313,7 @@ def fill_journal(path: Path, records: int) -> None:
 def measure_size(root: Path, n: int, reps: Reps, msg: bytes) -> dict[str, Stats]:
     out: dict[str, Stats] = {}
     mail_dir = root / f"user-{n}" / "mail"
-    log(f"{n}: building the folder")
+    say(f"{n}: building the folder")
     built = build_folder(mail_dir, n)
     out["build"] = Stats.of([built])
 
@@ -364,7 +328,7 @@ def measure_size(root: Path, n: int, reps: Reps, msg: bytes) -> dict[str, Stats]
     multi_uids = uids[reps.expunge : spare]
 
     # Flag change through the Folder: index record + file rename, cached index.
-    log(f"{n}: flag changes")
+    say(f"{n}: flag changes")
     picks = [rng.choice(flag_uids) for _ in range(reps.flags)]
 
     def change(i: int) -> None:
@@ -389,7 +353,7 @@ def measure_size(root: Path, n: int, reps: Reps, msg: bytes) -> dict[str, Stats]
 
     # Expunge one message at a time (fsync on: the journal is fdatasync'd), beside what one
     # small append + fdatasync costs on this disk right now (the floor of a durable expunge).
-    log(f"{n}: expunges")
+    say(f"{n}: expunges")
     out["fdatasync"] = small_fdatasync(root / f"fdatasync-{n}", reps.expunge)
     index.compact()
     out["expunge"] = timed(lambda i: folder.expunge([expunge_uids[i]]), reps.expunge)
@@ -408,7 +372,7 @@ def measure_size(root: Path, n: int, reps: Reps, msg: bytes) -> dict[str, Stats]
     out["append"] = timed(lambda _i: folder.append(msg), reps.append_sized)
 
     # Compaction (paid by one write in every journal_max) and cold opens.
-    log(f"{n}: compaction and opens")
+    say(f"{n}: compaction and opens")
     out["compact"] = timed(lambda _i: store.compact(), reps.compact)
     out["cold"] = timed(lambda _i: cold_open(idx_dir), reps.cold)
     fill_journal(idx_dir, store.journal_max - 1)
@@ -594,7 +558,7 @@ def dovecot_delivery(dv: Dovecot, reps: Reps, msg: bytes) -> dict[str, Stats]:
 
 def dovecot_size(dv: Dovecot, n: int, reps: Reps) -> dict[str, Stats]:
     out: dict[str, Stats] = {}
-    log(f"{n}: dovecot folder")
+    say(f"{n}: dovecot folder")
     home = dv.home(f"size-{n}")
     dv.fill(home, n)
     with dv.imap(home) as imap:
@@ -681,9 +645,9 @@ QUICK = Reps(
 def run(root: Path, sizes: list[int], reps: Reps, use_dovecot: bool) -> Report:
     report = Report(env=environment(root))
     msg = message(10240, 0)
-    log(f"disk fsync x{reps.disk}")
+    say(f"disk fsync x{reps.disk}")
     report.delivery["disk_fsync"] = disk_fsync(root, reps.disk)
-    log(f"delivery x{reps.deliveries}")
+    say(f"delivery x{reps.deliveries}")
     report.delivery["rmail_fsync"] = rmail_delivery(
         root, "deliver-fsync", fsync=True, reps=reps.deliveries, msg=msg
     )
@@ -696,7 +660,7 @@ def run(root: Path, sizes: list[int], reps: Reps, use_dovecot: bool) -> Report:
     if use_dovecot and Dovecot.available():
         dv = Dovecot(root / "dovecot")
         report.env["dovecot"] = dv.version()
-        log("dovecot delivery")
+        say("dovecot delivery")
         for key, value in dovecot_delivery(dv, reps, msg).items():
             report.delivery[f"dovecot_{key}"] = value
     elif use_dovecot:
@@ -866,26 +830,19 @@ def main(argv: list[str] | None = None) -> int:
     reps = QUICK if args.quick else Reps()
     parent = args.dir or Path("/tmp")
     parent.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="rmail-bench-", dir=parent))
-    mnt, fstype, _dev = filesystem_of(root)
-    log(f"scratch dir {root} on {fstype} ({mnt})")
-    if fstype in {"tmpfs", "ramfs"}:
-        log("warning: tmpfs: fsync costs nothing here, delivery figures say nothing of a disk")
-    started = time.perf_counter()
-    try:
+    with scratch_dir("rmail-bench-", parent, args.keep) as root:
+        mnt, fstype, _dev = filesystem_of(root)
+        say(f"scratch dir {root} on {fstype} ({mnt})")
+        if fstype in {"tmpfs", "ramfs"}:
+            say("warning: tmpfs: fsync costs nothing here, delivery figures say nothing of a disk")
+        started = time.perf_counter()
         report = run(root, sizes, reps, use_dovecot=not args.no_dovecot)
-    finally:
-        if args.keep:
-            log(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
     report.env["runtime"] = f"{time.perf_counter() - started:.0f} s"
     report.env["load average at end"] = load_average()
     print(render(report))
     print(f"\nTotal run time: {report.env['runtime']}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report.as_json(), indent=1) + "\n")
+        write_json(args.json, report.as_json())
     return 0
 
 

@@ -42,12 +42,10 @@ import os
 import platform
 import random
 import re
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -58,16 +56,32 @@ from typing import Any, Final
 
 import aiohttp
 
-REPO: Final = Path(__file__).resolve().parent.parent
-HOST: Final = "127.0.0.1"
-USER: Final = "alice@example.test"
-PASSWORD: Final = "bench-password"
+from common import (
+    CHEAP_AUTH,
+    HOST,
+    PASSWORD,
+    REPO,
+    USER,
+    child_env,
+    cpu_model,
+    cpu_of,
+    free_port,
+    load_average,
+    log_tail,
+    machine_busy,
+    py_spy_exe,
+    rmail_config,
+    scratch_dir,
+    wait_ports,
+    write_config,
+    write_json,
+)
+
 TARGET_P50_MS: Final = 50.0
 START_TIMEOUT: Final = 60.0
 STOP_TIMEOUT: Final = 20.0
 ROW: Final = b'class="message-row'
 DETAIL: Final = b'class="msg-detail"'
-CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 
 
 def _words(text: str) -> tuple[str, ...]:
@@ -114,7 +128,7 @@ def fill_store(root: Path, count: int, seed: int) -> list[int]:
     from rmail.config import AuthConfig
     from rmail.store import Store
 
-    store = Store.open(root, fsync=False, auth=AuthConfig(argon2_time_cost=1, argon2_memory_kib=64))
+    store = Store.open(root, fsync=False, auth=AuthConfig(**CHEAP_AUTH))
     try:
         store.create_user(USER, PASSWORD)
         inbox = store.mailbox(USER).folder("INBOX")
@@ -135,51 +149,12 @@ def fill_store(root: Path, count: int, seed: int) -> list[int]:
 # -- processes -------------------------------------------------------------------------------
 
 
-def process_tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo += children.get(pid, [])
-    return out
-
-
-def cpu_of(root: int) -> float:
-    """CPU seconds of ``root`` and its descendants (utime + stime + cutime + cstime)."""
-    total = 0
-    for pid in process_tree(root):
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(f) for f in fields[11:15])
-    return total / CLK_TCK
-
-
-def machine_busy() -> float:
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
-
-
 def spawn(cmd: Sequence[str], log: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
     """Start ``cmd`` with stdout and stderr to ``log``."""
     with log.open("wb") as out:
         return subprocess.Popen(
             list(cmd), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kwargs
         )
-
-
-def tail(log: Path, chars: int = 2000) -> str:
-    with contextlib.suppress(OSError):
-        return log.read_text(errors="replace")[-chars:]
-    return ""
 
 
 @dataclass
@@ -204,7 +179,7 @@ async def wait_http(port: int, proc: subprocess.Popen[bytes], log: Path) -> None
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited {proc.returncode}: {tail(log)}")
+                raise RuntimeError(f"server exited {proc.returncode}: {log_tail(log, 2000)}")
             with contextlib.suppress(aiohttp.ClientError, OSError):
                 async with session.get(f"http://{HOST}:{port}/health") as response:
                     if response.status == 200:
@@ -214,43 +189,29 @@ async def wait_http(port: int, proc: subprocess.Popen[bytes], log: Path) -> None
 
 
 async def start_rmail(base: Path) -> Server:
-    config = {
-        "hostname": "mail.example.test",
-        "mail_root": str(base / "data"),
-        "domains": ["example.test"],
-        "log_level": "WARNING",
-        "smtp": {"port": 0, "submission_port": 0, "smtps_port": 0},
-        "imap": {"port": 0, "imaps_port": 0},
-        "exchange_api": {"port": 0, "secure_port": 0},
-        "auth": {"argon2_time_cost": 1, "argon2_memory_kib": 64},
-    }
-    path = base / "config.json"
-    path.write_text(json.dumps(config))
+    root = base / "data"
+    path = write_config(base / "config.json", rmail_config(root))
     log = base / "rmail.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RMAIL_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    ports = base / "data" / "run" / "ports.json"
-    ports.unlink(missing_ok=True)
+    (root / "run" / "ports.json").unlink(missing_ok=True)
     proc = spawn(
-        [sys.executable, "-m", "rmail", "serve", "--config", str(path)], log, cwd=base, env=env
+        [sys.executable, "-m", "rmail", "serve", "--config", str(path)],
+        log,
+        cwd=base,
+        env=child_env(),
     )
-    deadline = time.monotonic() + START_TIMEOUT
-    while not ports.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"rmail did not start: {tail(log)}")
-        await asyncio.sleep(0.1)
-    await asyncio.sleep(0.1)  # written atomically, but give the rename a moment to land
-    port = int(json.loads(ports.read_text())["http"])
+    try:
+        ports = await wait_ports(root, proc, log, limit=START_TIMEOUT, poll=0.1)
+    except RuntimeError:
+        proc.kill()
+        raise
+    port = int(ports["http"])
     await wait_http(port, proc, log)
     return Server("rmail", proc, port, log)
 
 
 async def start_floor(base: Path, pages: Path) -> Server:
     log = base / "floor.log"
-    with contextlib.closing(__import__("socket").socket()) as s:
-        s.bind((HOST, 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     proc = spawn(
         [sys.executable, __file__, "--floor-server", str(port), "--floor-pages", str(pages)], log
     )
@@ -422,8 +383,8 @@ async def measure(
 
 
 async def start_py_spy(pid: int, out: str) -> subprocess.Popen[bytes] | None:
-    exe = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
-    if not os.access(exe, os.X_OK):
+    exe = py_spy_exe()
+    if exe is None:
         say("py-spy not found")
         return None
     proc = spawn(
@@ -494,16 +455,9 @@ async def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
 
 
 def machine() -> str:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    load = Path("/proc/loadavg").read_text().split()[0]
     return (
-        f"CPU: {model}; nproc {len(os.sched_getaffinity(0))}; kernel {platform.release()}; "
-        f"Python {platform.python_version()}; load average at start {load}"
+        f"CPU: {cpu_model()}; nproc {len(os.sched_getaffinity(0))}; kernel {platform.release()}; "
+        f"Python {platform.python_version()}; load average at start {load_average()}"
     )
 
 
@@ -566,20 +520,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.floor_server is not None:
         floor_server(args.floor_server, Path(args.floor_pages))
         return 0
-    base = Path(tempfile.mkdtemp(prefix="rmail-bench-webmail-", dir=args.dir))
-    try:
+    with scratch_dir("rmail-bench-webmail-", args.dir, args.keep, note=say) as base:
         start_machine = machine()
         results = asyncio.run(run(args, base))
         results["machine"] = start_machine
         print(render(results, args))
         if args.json:
-            Path(args.json).write_text(json.dumps(results, indent=1))
+            write_json(args.json, results)
         return 0 if results["servers"]["rmail"]["inbox"]["p50_ms"] < TARGET_P50_MS else 1
-    finally:
-        if args.keep:
-            say(f"kept {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":
