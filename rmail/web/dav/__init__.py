@@ -1047,7 +1047,9 @@ def _object_response(
 ) -> ET.Element:
     kind = resource.kind
     assert kind is not None
-    target = Resource("object", account.address, kind, collection.name, meta.name)
+    target = Resource(
+        "object", account.address, kind, resource.collection or collection.name, meta.name
+    )
     props = _Props(account, target, dav)
     props.collection, props.meta = collection, meta
     wanted, _ = _wanted(root)
@@ -1184,7 +1186,7 @@ def _sync_collection(
     ]
     kind = resource.kind
     responses += [
-        status_response(object_path(kind, account.address, collection.name, name), 404)
+        status_response(object_path(kind, account.address, resource.collection, name), 404)
         for name in sorted(gone)
     ]
     info = collection.info()
