@@ -2,9 +2,17 @@
 
 Methods: OPTIONS, PROPFIND (Depth 0 and 1; infinity refused with
 ``DAV:propfind-finite-depth``), PROPPATCH, MKCALENDAR, MKCOL (extended), GET, HEAD, PUT
-(If-Match, If-None-Match: *), DELETE, LOCK and UNLOCK (class 2, see ``locking.py``) and
-REPORT (calendar-query, calendar-multiget, free-busy-query, sync-collection,
-addressbook-query, addressbook-multiget).
+(If-Match, If-None-Match: *, If-Schedule-Tag-Match), DELETE, LOCK and UNLOCK (class 2, see
+``locking.py``), REPORT (calendar-query, calendar-multiget, free-busy-query,
+sync-collection, addressbook-query, addressbook-multiget) and POST (the scheduling Outbox,
+see ``outbox.py``).
+
+Scheduling (RFC 6638, ``calendar-auto-schedule``): the principal names the scheduling
+Inbox and Outbox (``resources.INBOX``, ``resources.OUTBOX``) and the user's calendar user
+addresses; a PUT or DELETE of a scheduling object resource is handed to
+:class:`rmail.scheduling.Scheduling`, which decides what is stored (SCHEDULE-STATUS) and
+delivers the iTIP messages (local users directly, before the answer; others by iMIP);
+scheduling objects carry a Schedule-Tag.
 
 Authentication: HTTP Basic (``user@domain:password``, through the shared login limiter and
 the verified-credentials cache) or a JSON API bearer token. Every user gets a calendar
