@@ -609,9 +609,11 @@ class Scheduling:
         calendar ``default`` when it takes the component, else the first that does; one is
         made when there is none."""
         calendars = self.store.dav(owner, "calendars")
-        names = sorted(calendars.names(), key=lambda n: (n != DEFAULT_CALENDAR, n))
+        # The user's choice (PROPPATCH of schedule-default-calendar-URL on the Inbox) first.
+        chosen = self.store.schedule_inbox(owner).info().props.get("default_calendar")
+        names = sorted(calendars.names(), key=lambda n: (n != chosen, n != DEFAULT_CALENDAR, n))
         for name in names:
-            if name == LEGACY_INBOX_CALENDAR:
+            if name == LEGACY_INBOX_CALENDAR and name != chosen:
                 continue
             try:
                 collection = calendars.collection(name)

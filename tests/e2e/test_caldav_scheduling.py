@@ -467,3 +467,38 @@ def test_outbox_refuses_what_is_no_freebusy_request(server: ApiServer) -> None:
         server, "POST", path, request, headers={"Content-Type": "text/calendar"}
     )
     assert status == 403 and b"organizer-allowed" in answer
+
+
+def _set_default_calendar(server: ApiServer, who: tuple[str, str], href: str) -> bytes:
+    body = (
+        f'<D:propertyupdate xmlns:D="DAV:" xmlns:C="{C}"><D:set><D:prop>'
+        f"<C:schedule-default-calendar-URL><D:href>{href}</D:href>"
+        "</C:schedule-default-calendar-URL></D:prop></D:set></D:propertyupdate>"
+    )
+    status, _, answer = _http(
+        server, "PROPPATCH", f"/dav/calendars/{who[0]}/_inbox/", body, who=who
+    )
+    assert status == 207, answer
+    return answer
+
+
+def test_invitations_go_to_the_default_calendar_the_user_chose(server: ApiServer) -> None:
+    team = "/dav/calendars/bob@example.test/team/"
+    assert _http(server, "MKCALENDAR", team, who=BOB)[0] == 201
+    answer = _set_default_calendar(server, BOB, team)
+    assert b"200" in answer
+    root = _propfind(
+        server,
+        "/dav/calendars/bob@example.test/_inbox/",
+        "<C:schedule-default-calendar-URL/>",
+        who=BOB,
+    )
+    assert root.findtext(f".//{{{C}}}schedule-default-calendar-URL/{{{DAV}}}href") == team
+    uid = "sched-chosen-1"
+    _default(server, ALICE).save_event(_meeting(uid, f"PARTSTAT=NEEDS-ACTION:mailto:{BOB[0]}"))
+    assert _stored(server, BOB[0], uid, "team") is not None
+    assert _stored(server, BOB[0], uid) is None
+    # Only one of the user's own calendars can be chosen.
+    answer = _set_default_calendar(server, BOB, "/dav/calendars/alice@example.test/default/")
+    assert b"403" in answer
+    _set_default_calendar(server, BOB, "/dav/calendars/bob@example.test/default/")

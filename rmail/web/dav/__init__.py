@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import datetime
 import functools
+import urllib.parse
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any, Final
@@ -660,6 +661,19 @@ _MAPPED: Final = {
 
 
 _TRANSP: Final = f"{{{CALDAV}}}schedule-calendar-transp"
+_DEFAULT_CALENDAR: Final = f"{{{CALDAV}}}schedule-default-calendar-URL"
+
+
+def _own_calendar(dav: DavServices, account: Account, target: Resource | None) -> bool:
+    """Whether ``target`` is one of the account's calendars (not the Inbox)."""
+    return (
+        target is not None
+        and target.type == "collection"
+        and target.kind == "calendars"
+        and target.owner == account.address
+        and not target.inbox
+        and target.collection in dav.store(account, "calendars").names()
+    )
 
 
 def _transp(node: ET.Element) -> str:
@@ -683,6 +697,14 @@ def _prop_changes(
             continue
         if child.tag == _TRANSP:
             changes["transp"] = None if remove else _transp(child)
+            done.append(child.tag)
+            continue
+        if child.tag == _DEFAULT_CALENDAR:
+            # Checked by the caller against the owner's calendars (RFC 6638 §9.2).
+            href = (child.findtext(f"{{{DAV}}}href") or "").strip()
+            changes["default_calendar"] = (
+                None if remove else resolve(urllib.parse.urlsplit(href).path)
+            )
             done.append(child.tag)
             continue
         key = _MAPPED.get(child.tag)
@@ -724,6 +746,16 @@ async def proppatch(request: web.Request, account: Account, resource: Resource) 
             changes.update(c)
             done += d
             refused += r
+        if "default_calendar" in changes:
+            target = changes["default_calendar"]
+            if not resource.inbox or (
+                target is not None and not _own_calendar(dav, account, target)
+            ):
+                done.remove(_DEFAULT_CALENDAR)
+                refused.append(_DEFAULT_CALENDAR)
+                del changes["default_calendar"]
+            elif target is not None:
+                changes["default_calendar"] = target.collection
         if refused:
             # RFC 4918 §9.2: all or nothing; the others fail with 424.
             response = element(f"{{{DAV}}}response", None, _href(resource.path))
