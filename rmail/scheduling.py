@@ -180,6 +180,7 @@ class Scheduling:
         if organizer is None or not _attendee_set(calendar):
             return Prepared(new, False, False, ())
         if organizer in mine:
+            reset = _reset_partstats(before, calendar, mine) if before is not None else False
             itips = self._organizer_changes(organizer, mine, before, calendar)
             statuses = {
                 rcpt: self.recipient_status(rcpt)
@@ -187,7 +188,7 @@ class Scheduling:
                 if itip.method != "CANCEL" or _cancelled(calendar)
                 for rcpt in itip.recipients
             }
-            changed = _set_schedule_status(calendar, statuses)
+            changed = _set_schedule_status(calendar, statuses) or reset
             kept = [self._without(itip, statuses) for itip in itips]
             data = calendar.to_ical() if changed else new
             return Prepared(data, changed, True, tuple(i for i in kept if i is not None))
@@ -379,7 +380,9 @@ class Scheduling:
                     continue
                 users += [t.address for t in self.store.accounts.resolve(rcpt) if t.local]
             for user in dict.fromkeys(users):
-                outcome = self._apply(itip.method, user, itip.sender, itip.sender, calendar)
+                outcome = self._apply(
+                    itip.method, user, itip.sender, itip.sender, calendar, direct=True
+                )
                 logger.info(
                     "itip delivered method=%s uid=%s to=%s outcome=%s",
                     itip.method,
@@ -444,12 +447,26 @@ class Scheduling:
                 outcome,
             )
 
-    def _apply(self, method: str, owner: str, sender: str, envelope: str, incoming: Any) -> str:
+    def _apply(
+        self,
+        method: str,
+        owner: str,
+        sender: str,
+        envelope: str,
+        incoming: Any,
+        *,
+        direct: bool = False,
+    ) -> str:
         """Apply one iTIP message for ``owner``; when it changed their calendar, a copy of
-        the message goes to their scheduling Inbox (RFC 6638 §4.1). Returns the outcome."""
+        the message goes to their scheduling Inbox (RFC 6638 §4.1). Returns the outcome.
+
+        ``direct``: delivered in-process, in the order the organizer's changes were stored,
+        so a REQUEST as old as the copy (same SEQUENCE, DTSTAMP in the same second) that
+        says something else is applied; from mail it could be an older one arriving late.
+        """
         try:
             if method == "REQUEST":
-                outcome = self._apply_request(owner, sender, envelope, incoming)
+                outcome = self._apply_request(owner, sender, envelope, incoming, direct=direct)
             elif method == "CANCEL":
                 outcome = self._apply_cancel(owner, sender, envelope, incoming)
             elif method == "REPLY":
@@ -486,7 +503,9 @@ class Scheduling:
             if_none_match=True,
         )
 
-    def _apply_request(self, owner: str, sender: str, envelope: str, incoming: Any) -> str:
+    def _apply_request(
+        self, owner: str, sender: str, envelope: str, incoming: Any, *, direct: bool = False
+    ) -> str:
         organizer = _organizer(incoming)
         if not organizer:
             return "ignored: no organizer"
@@ -505,7 +524,10 @@ class Scheduling:
         collection, meta, current = found
         if _organizer(current) != organizer:
             return "ignored: the stored copy has another organizer"
-        if _order(incoming) <= _order(current):
+        same = _order(incoming) == _order(current)
+        if _order(incoming) < _order(current) or (
+            same and (not direct or _signature(incoming) == _signature(current))
+        ):
             return "ignored: not newer than the stored copy"
         merged = _merge(current, stored, owner)
         self._write(collection, meta.name, merged, meta.etag, "new")
@@ -738,6 +760,30 @@ def _forced(calendar: Any) -> bool:
     )
 
 
+# RFC 6638 §3.2.8: a change of these reschedules the instances, so answers no longer hold.
+_RESCHEDULING: Final = ("DTSTART", "DTEND", "DURATION", "DUE", "RRULE", "RDATE", "EXDATE")
+
+
+def _reset_partstats(before: Any, calendar: Any, organizer: frozenset[str]) -> bool:
+    """RFC 6638 §3.2.8: in each component whose time changed, every attendee but the
+    organizer is NEEDS-ACTION again. Returns whether anything changed."""
+    old = {_rid(c): c for c in _components(before)}
+    changed = False
+    for component in _components(calendar):
+        previous = old.get(_rid(component))
+        if previous is None or all(
+            _property_text(previous, n) == _property_text(component, n) for n in _RESCHEDULING
+        ):
+            continue
+        for value in _attendees(component):
+            if _address(value) in organizer or _agent(value) in _CLIENT_AGENTS:
+                continue
+            if str(value.params.get("PARTSTAT", "NEEDS-ACTION")).upper() != "NEEDS-ACTION":
+                value.params["PARTSTAT"] = "NEEDS-ACTION"
+                changed = True
+    return changed
+
+
 def _set_schedule_status(calendar: Any, statuses: dict[str, str]) -> bool:
     """Set SCHEDULE-STATUS on the attendees given (RFC 6638 §7.3) and drop every
     SCHEDULE-FORCE-SEND (§7.2: it acts once). Returns whether anything changed."""
@@ -910,14 +956,20 @@ def _stored_copy(incoming: Any) -> Any:
 def _merge(current: Any, stored: Any, owner: str) -> Any:
     """The new copy: a REQUEST with the master replaces all; one with only overrides replaces
     those. The owner's answer is kept while the SEQUENCE (the organizer's significant
-    changes, RFC 5546 §2.1.4) is unchanged."""
+    changes, RFC 5546 §2.1.4) and the times (RFC 6638 §3.2.8) are unchanged."""
     incoming = _components(stored)
     has_master = any(c.get("RECURRENCE-ID") is None for c in incoming)
     old = {_rid(c): c for c in _components(current)}
     kept = {} if has_master else dict(old)
     for component in incoming:
         previous = old.get(_rid(component))
-        if previous is not None and _sequence(previous) == _sequence(component):
+        if (
+            previous is not None
+            and _sequence(previous) == _sequence(component)
+            and all(
+                _property_text(previous, n) == _property_text(component, n) for n in _RESCHEDULING
+            )
+        ):
             answer = _partstat(previous, owner)
             for attendee in _attendees(component):
                 if _address(attendee) == owner and answer is not None:

@@ -502,3 +502,27 @@ def test_invitations_go_to_the_default_calendar_the_user_chose(server: ApiServer
     answer = _set_default_calendar(server, BOB, "/dav/calendars/alice@example.test/default/")
     assert b"403" in answer
     _set_default_calendar(server, BOB, "/dav/calendars/bob@example.test/default/")
+
+
+def test_moving_the_event_asks_every_attendee_again(server: ApiServer) -> None:
+    uid = "sched-move-1"
+    alice_cal = _default(server, ALICE)
+    alice_cal.save_event(_meeting(uid, f"PARTSTAT=NEEDS-ACTION:mailto:{BOB[0]}"))
+    mine = _default(server, BOB).event_by_uid(uid)
+    mine.change_attendee_status(f"mailto:{BOB[0]}", partstat="ACCEPTED")
+    mine.save(increase_seqno=False)
+    wait_until(
+        lambda: _attendee(_stored(server, ALICE[0], uid), BOB[0]).params["PARTSTAT"] == "ACCEPTED",
+        TIMEOUT,
+        "bob's answer in alice's copy",
+    )
+    event = alice_cal.event_by_uid(uid)
+    component = event.icalendar_component
+    component["DTSTART"].dt += datetime.timedelta(hours=2)
+    component["DTEND"].dt += datetime.timedelta(hours=2)
+    event.save()
+    # RFC 6638 §3.2.8: both copies wait for bob's answer again.
+    assert _attendee(_stored(server, ALICE[0], uid), BOB[0]).params["PARTSTAT"] == "NEEDS-ACTION"
+    bob_copy = _stored(server, BOB[0], uid)
+    assert bob_copy["DTSTART"].dt.hour == 12
+    assert _attendee(bob_copy, BOB[0]).params["PARTSTAT"] == "NEEDS-ACTION"
