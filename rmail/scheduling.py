@@ -41,6 +41,7 @@ message is stored, off the event loop, and every error is logged and dropped).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import datetime
 import email.policy
@@ -105,6 +106,9 @@ _APPLIED: Final = ("imported", "updated", "cancelled", "attendee status updated"
 _PRODID: Final = "-//rmail//iMIP//EN"
 # A calendar part larger than this is not looked at (CalDAV's max-resource-size).
 _MAX_CALENDAR: Final = 1024 * 1024
+# Messages kept in a scheduling Inbox; past it the oldest are dropped. RFC 6638 sets no
+# limit; a client that processes its Inbox keeps it near empty.
+INBOX_MAX: Final = 500
 # Tries of a read-modify-write of one object when another writer gets in between.
 _WRITE_TRIES: Final = 3
 _CALENDAR_TYPE = re.compile(rb"text/calendar", re.IGNORECASE)
@@ -487,7 +491,8 @@ class Scheduling:
             message.add_component(_without_alarms(component))
         data = message.to_ical()
         inbox = self.store.schedule_inbox(owner)
-        name = f"{_now().strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(6)}.ics"
+        stamp = datetime.datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        name = f"{stamp}-{secrets.token_hex(6)}.ics"
         _, info = parse_calendar(data)
         # The index keys objects by UID, unique in a collection; the Inbox holds several
         # messages about one event, so each is indexed under its own name.
@@ -502,6 +507,12 @@ class Scheduling:
             simple=info.simple,
             if_none_match=True,
         )
+        # Nobody empties the Inbox of a user who reads invitations only in their mail: the
+        # oldest messages go (names start with the time they came).
+        names = sorted(m.name for m in inbox.objects())
+        for old in names[: max(0, len(names) - INBOX_MAX)]:
+            with contextlib.suppress(NotFound):
+                inbox.delete(old)
 
     def _apply_request(
         self, owner: str, sender: str, envelope: str, incoming: Any, *, direct: bool = False
