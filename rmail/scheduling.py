@@ -228,9 +228,10 @@ class Scheduling:
             return STATUS_INVALID_USER
         return STATUS_DELIVERED if all(t.local for t in targets) else STATUS_PENDING
 
-    def plan_delete(self, owner: str, old: bytes) -> list[Itip]:
+    def plan_delete(self, owner: str, old: bytes, *, reply: bool = True) -> list[Itip]:
         """The iTIP messages owed after ``owner`` deleted ``old`` (RFC 6638 §3.2.1.3,
-        §3.2.2.4): CANCEL from the organizer, a declining REPLY from an attendee."""
+        §3.2.2.4): CANCEL from the organizer, a declining REPLY from an attendee (unless
+        ``reply`` is false: the client sent ``Schedule-Reply: F``, RFC 6638 §8.1)."""
         owner = owner.lower()
         calendar = _parse(old)
         if calendar is None or _cancelled(calendar):
@@ -240,6 +241,8 @@ class Scheduling:
         if organizer is None:
             return []
         if organizer not in mine:
+            if not reply:
+                return []
             me = mine & _attendee_set(calendar)
             if not me or _agent(_organizer_property(calendar)) in _CLIENT_AGENTS:
                 return []

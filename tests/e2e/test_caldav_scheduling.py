@@ -526,3 +526,16 @@ def test_moving_the_event_asks_every_attendee_again(server: ApiServer) -> None:
     bob_copy = _stored(server, BOB[0], uid)
     assert bob_copy["DTSTART"].dt.hour == 12
     assert _attendee(bob_copy, BOB[0]).params["PARTSTAT"] == "NEEDS-ACTION"
+
+
+def test_schedule_reply_f_deletes_without_declining(server: ApiServer) -> None:
+    uid = "sched-quiet-1"
+    _default(server, ALICE).save_event(_meeting(uid, f"PARTSTAT=NEEDS-ACTION:mailto:{BOB[0]}"))
+    event = _default(server, BOB).event_by_uid(uid)
+    status, _, _ = _http(
+        server, "DELETE", str(event.url.path), who=BOB, headers={"Schedule-Reply": "F"}
+    )
+    assert status == 204
+    assert _stored(server, BOB[0], uid) is None
+    assert _attendee(_stored(server, ALICE[0], uid), BOB[0]).params["PARTSTAT"] == "NEEDS-ACTION"
+    assert _inbox(server, ALICE[0], uid, "REPLY") == []

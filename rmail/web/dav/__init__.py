@@ -1029,7 +1029,11 @@ async def delete(request: web.Request, account: Account, resource: Resource) -> 
     locking.drop(dav.locks, account, resource)
     scheduling = dav.scheduling
     if old is not None and scheduling is not None:
-        itips = await asyncio.to_thread(scheduling.plan_delete, account.address, old)
+        # RFC 6638 §8.1: "Schedule-Reply: F" deletes an attendee's copy without a reply.
+        reply = request.headers.get("Schedule-Reply", "T").strip().upper() != "F"
+        itips = await asyncio.to_thread(
+            functools.partial(scheduling.plan_delete, account.address, old, reply=reply)
+        )
         await scheduling.send(itips)
     return web.Response(status=204)
 
