@@ -539,3 +539,32 @@ def test_schedule_reply_f_deletes_without_declining(server: ApiServer) -> None:
     assert _stored(server, BOB[0], uid) is None
     assert _attendee(_stored(server, ALICE[0], uid), BOB[0]).params["PARTSTAT"] == "NEEDS-ACTION"
     assert _inbox(server, ALICE[0], uid, "REPLY") == []
+
+
+def test_a_transparent_calendar_does_not_count_for_free_busy(server: ApiServer) -> None:
+    path = "/dav/calendars/bob@example.test/holidays/"
+    assert _http(server, "MKCALENDAR", path, who=BOB)[0] == 201
+    body = (
+        f'<D:propertyupdate xmlns:D="DAV:" xmlns:C="{C}"><D:set><D:prop>'
+        "<C:schedule-calendar-transp><C:transparent/></C:schedule-calendar-transp>"
+        "</D:prop></D:set></D:propertyupdate>"
+    )
+    status, _, answer = _http(server, "PROPPATCH", path, body, who=BOB)
+    assert status == 207 and b"200" in answer
+    root = _propfind(server, path, "<C:schedule-calendar-transp/>", who=BOB)
+    assert root.find(f".//{{{C}}}schedule-calendar-transp/{{{C}}}transparent") is not None
+    status, _, _ = _http(
+        server, "PUT", path + "h.ics", _event("sched-holiday-1", start="20320301T090000Z"), who=BOB
+    )
+    assert status == 201
+    answer = (
+        _client(server, ALICE)
+        .principal()
+        .freebusy_request(
+            datetime.datetime(2032, 3, 1, tzinfo=datetime.UTC),
+            datetime.datetime(2032, 3, 2, tzinfo=datetime.UTC),
+            [f"mailto:{BOB[0]}"],
+        )
+    )
+    reply = next(iter(answer[f"mailto:{BOB[0]}"].icalendar_instance.walk("VFREEBUSY")))
+    assert reply.get("FREEBUSY") is None
