@@ -178,11 +178,11 @@ class Scheduling:
         calendar = _parse(new)
         if calendar is None:
             return Prepared(new, False, False, ())
-        mine = self.addresses(owner)
-        before = _parse(old) if old is not None else None
         organizer = _organizer(calendar)
         if organizer is None or not _attendee_set(calendar):
-            return Prepared(new, False, False, ())
+            return Prepared(new, False, False, ())  # no scheduling object: the common case
+        mine = self.addresses(owner)
+        before = _parse(old) if old is not None else None
         if organizer in mine:
             reset = _reset_partstats(before, calendar, mine) if before is not None else False
             itips = self._organizer_changes(organizer, mine, before, calendar)
