@@ -237,8 +237,9 @@ class CalendarConfig:
     )
     scheduling: bool = _opt(
         True,
-        "Calendar invitations by email (iMIP): send REQUEST/CANCEL/REPLY on CalDAV changes "
-        "and apply those received.",
+        "Calendar scheduling: CalDAV scheduling between local users (RFC 6638: scheduling "
+        "Inbox and Outbox, SCHEDULE-STATUS, Schedule-Tag) and invitations by email (iMIP): "
+        "send REQUEST/CANCEL/REPLY on calendar changes and apply those received.",
     )
 
 

@@ -9,6 +9,9 @@ It knows nothing of sockets, HTTP or IMAP syntax. Layout of ``mail_root``::
                                      headercache.py)
     domains/{domain}/users/{user}/webhooks.json the user's webhooks (see webhooks.py)
     domains/{domain}/users/{user}/webmail.json  webmail display name and signature (preferences.py)
+    domains/{domain}/users/{user}/calendars/, addressbooks/   collections (see dav.py)
+    domains/{domain}/users/{user}/schedule/inbox/   the CalDAV scheduling Inbox (RFC 6638), a
+                                     collection like a calendar holding iTIP messages
     run/ports.json                  what the running server bound
     queue/                          outbound relay queue
 
@@ -33,14 +36,16 @@ from pathlib import Path
 from typing import Final
 
 from rmail.config import AuthConfig, Config, StoreConfig
-from rmail.errors import NotFound
+from rmail.errors import AlreadyExists, NotFound
 from rmail.store.accounts import Account, Accounts, check_new_user_fields, normalize_address
-from rmail.store.dav import DavStore, Kind
+from rmail.store.dav import Collection, DavStore, Kind
 from rmail.store.maildir import Folder, FolderInfo, Mailbox
 from rmail.store.webhooks import Webhooks
 
 __all__ = ["Account", "Accounts", "Folder", "FolderInfo", "Mailbox", "Store"]
 
+# The scheduling Inbox's collection name inside ``users/{user}/schedule/``.
+SCHEDULE_INBOX: Final = "inbox"
 # Users whose DavStore stays cached; past it the cache starts over.
 _DAV_CACHE_MAX: Final = 10_000
 
@@ -56,6 +61,7 @@ class Store:
         self.webhooks = Webhooks(self.accounts, fsync=self.fsync)
         self._mailboxes: dict[str, Mailbox] = {}
         self._dav: dict[tuple[str, Kind], DavStore] = {}
+        self._schedule: dict[str, DavStore] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -146,8 +152,35 @@ class Store:
                 self._dav.clear()
             return self._dav.setdefault(key, found)
 
+    def schedule_inbox(self, address: str) -> Collection:
+        """The scheduling Inbox of an existing user (RFC 6638 §2.2), made on first use.
+
+        A collection like a calendar, kept in ``users/{user}/schedule/inbox/`` apart from
+        the calendars: it holds iTIP messages (METHOD kept), so it is never listed among
+        them. Raises NotFound: no such user.
+        """
+        key = (address.lower(), "schedule")
+        with self._lock:
+            found = self._schedule.get(key[0])
+        if found is None:
+            user_dir = self.accounts.user_dir(key[0])
+            found = DavStore(user_dir, "calendars", fsync=self.fsync, folder="schedule")
+            with self._lock:
+                if len(self._schedule) > _DAV_CACHE_MAX:
+                    self._schedule.clear()
+                found = self._schedule.setdefault(key[0], found)
+        try:
+            return found.collection(SCHEDULE_INBOX)
+        except NotFound:
+            pass
+        try:
+            return found.create(SCHEDULE_INBOX, {"displayname": "Inbox", "components": []})
+        except AlreadyExists:  # made meanwhile by another request
+            return found.collection(SCHEDULE_INBOX)
+
     def close(self) -> None:
         with self._lock:
+            self._schedule.clear()
             self._dav.clear()
             for mailbox in self._mailboxes.values():
                 mailbox.close()

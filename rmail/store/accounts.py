@@ -1148,6 +1148,31 @@ class Accounts:
             raise NotFound(f"no such user {local}@{domain}")
         return out
 
+    def own_addresses(self, address: str) -> list[str]:
+        """The user's address, then every exact alias that delivers to this user alone
+        (the CalDAV calendar-user-address-set, RFC 6638 §2.4.1). Never raises."""
+        try:
+            local, domain = _split_any_address(address)
+        except InvalidInput:
+            return [address]
+        own = f"{local}@{domain}"
+        out = [own]
+        try:
+            rules = self._alias_table(domain).rules if self.has_domain(domain) else []
+        except RmailError:
+            return out
+        for rule in rules:
+            literal = _literal_address(rule.pattern)
+            if literal is None or literal == own:
+                continue
+            try:
+                targets = self.resolve(literal)
+            except RmailError:
+                continue
+            if [(r.address, r.local) for r in targets] == [(own, True)]:
+                out.append(literal)
+        return out
+
     def may_send_as(self, address: str, sender: str) -> bool:
         """Whether the user ``address`` may send with ``sender`` as envelope or From address.
 

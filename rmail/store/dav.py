@@ -10,6 +10,8 @@ Layout (ARCHITECTURE "Data directory"), for ``kind`` ``calendars`` or ``addressb
                                      events/{name}   the resources (.ics or .vcf), as sent
                                      reminders.json  alarms already sent (rmail.scheduler)
                                      .lock           the flock sidecar of writers
+    users/{user}/schedule/inbox/                     the scheduling Inbox (RFC 6638 §2.2): the
+                                                     same layout, iTIP messages as resources
 
 The index is a snapshot plus an append-only journal (:mod:`rmail.store.journal`, the same
 machinery as the drive's folders), so that one PUT or DELETE costs one short append
@@ -61,10 +63,12 @@ __all__ = [
     "Kind",
     "ObjectMeta",
     "PreconditionFailed",
+    "ScheduleTagChange",
     "SyncTokenExpired",
 ]
 
 Kind = Literal["calendars", "addressbooks"]
+ScheduleTagChange = Literal["new", "keep"] | None
 # Service records kept in a collection's folder: reminders.json (alarms already sent).
 _StateKey = Literal["reminders"]
 TOMBSTONES_KEPT: Final = 10_000
@@ -101,6 +105,8 @@ class ObjectMeta:
     # One component, no recurrence: start/end are its exact span (False when unknown, as in
     # entries written before this field existed).
     simple: bool = False
+    # RFC 6638 §3.2.10: the Schedule-Tag of a scheduling object resource (None: not one).
+    schedule_tag: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -113,6 +119,7 @@ class ObjectMeta:
             "recurring": self.recurring,
             "token": self.token,
             "simple": self.simple,
+            **({"stag": self.schedule_tag} if self.schedule_tag is not None else {}),
         }
 
     @classmethod
@@ -128,6 +135,7 @@ class ObjectMeta:
             bool(data.get("recurring", False)),
             int(data["token"]),
             bool(data.get("simple", False)),
+            str(data["stag"]) if data.get("stag") is not None else None,
         )
 
 
@@ -307,12 +315,20 @@ class Collection:
         simple: bool = False,
         if_match: str | None = None,
         if_none_match: bool = False,
+        schedule_tag: ScheduleTagChange = None,
+        if_schedule_tag: str | None = None,
     ) -> tuple[ObjectMeta, bool]:
         """Store a resource; returns its meta and whether it was created.
 
+        ``schedule_tag`` (RFC 6638 §3.2.10): ``"new"`` gives the resource a fresh
+        Schedule-Tag (a client's or an organizer's change), ``"keep"`` keeps the current one
+        (a reply merged into the organizer's copy), None stores none (not a scheduling
+        object resource).
+
         Raises:
-            PreconditionFailed: ``if_match`` is not the current ETag, or ``if_none_match``
-                and the resource exists.
+            PreconditionFailed: ``if_match`` is not the current ETag, ``if_none_match``
+                and the resource exists, or ``if_schedule_tag`` (If-Schedule-Tag-Match) is
+                not the current Schedule-Tag.
             AlreadyExists: another resource of the collection has this UID.
         """
         name = _check_name(name)
@@ -325,6 +341,12 @@ class Collection:
                     raise PreconditionFailed(f"{name} exists")
                 if if_match is not None and (current is None or current.etag != if_match):
                     raise PreconditionFailed(f"{name} has changed (ETag mismatch)")
+                _check_schedule_tag(current, if_schedule_tag)
+                tag: str | None = None
+                if schedule_tag == "keep" and current is not None:
+                    tag = current.schedule_tag
+                if schedule_tag is not None and tag is None:
+                    tag = '"' + secrets.token_hex(8) + '"'
                 holder = index.by_uid.get(uid)
                 if holder is not None and holder != name:
                     raise AlreadyExists(f"UID {uid} is already used by {holder}")
@@ -339,12 +361,15 @@ class Collection:
                     recurring,
                     index.sync + 1,
                     simple,
+                    tag,
                 )
             atomic_write(self.path / _OBJECTS / name, data, fsync=self.fsync, mode=0o600)
             self._log(["p", name, meta.to_json()])
         return meta, current is None
 
-    def delete(self, name: str, *, if_match: str | None = None) -> None:
+    def delete(
+        self, name: str, *, if_match: str | None = None, if_schedule_tag: str | None = None
+    ) -> None:
         """Remove a resource. Raises NotFound, PreconditionFailed."""
         name = _check_name(name)
         with self._lock.hold():
@@ -355,6 +380,7 @@ class Collection:
                     raise NotFound(f"no object {name!r}")
                 if if_match is not None and current.etag != if_match:
                     raise PreconditionFailed(f"{name} has changed (ETag mismatch)")
+                _check_schedule_tag(current, if_schedule_tag)
                 sync = index.sync
             self._log(["d", name, sync + 1])
             with contextlib.suppress(FileNotFoundError):
@@ -407,8 +433,12 @@ class Collection:
 class DavStore:
     """The calendars (or address books) of one user."""
 
-    def __init__(self, user_dir: Path, kind: Kind, *, fsync: bool = True) -> None:
-        self.root = user_dir / kind
+    def __init__(
+        self, user_dir: Path, kind: Kind, *, fsync: bool = True, folder: str | None = None
+    ) -> None:
+        # ``folder``: another folder than ``kind`` under the user's directory (the
+        # scheduling inbox lives in ``schedule/``, apart from the calendars).
+        self.root = user_dir / (folder or kind)
         self.kind = kind
         self.fsync = fsync
         self._collections: dict[str, Collection] = {}
@@ -475,3 +505,11 @@ def _check_name(name: str) -> str:
     if not _NAME.match(name) or ".." in name or name.endswith((".tmp", ".lock")):
         raise InvalidInput(f"invalid name {name!r}")
     return name
+
+
+def _check_schedule_tag(current: ObjectMeta | None, expected: str | None) -> None:
+    """RFC 6638 §3.2.10 If-Schedule-Tag-Match: the current Schedule-Tag or a 412."""
+    if expected is None:
+        return
+    if current is None or current.schedule_tag != expected.strip():
+        raise PreconditionFailed("the Schedule-Tag does not match")

@@ -73,14 +73,15 @@ async def _lock(http: aiohttp.ClientSession, server: ApiServer, path: str, **hea
     return token
 
 
-async def test_options_advertise_class_2_but_not_calendar_schedule(
+async def test_options_advertise_class_2_and_calendar_scheduling(
     http: aiohttp.ClientSession, dav_server: ApiServer
 ) -> None:
     status, headers, _ = await _req(http, dav_server, "OPTIONS", CAL)
     assert status == 200
     classes = [c.strip() for c in headers["DAV"].split(",")]
     assert {"1", "2", "3", "calendar-access", "addressbook"} <= set(classes)
-    assert "calendar-schedule" not in classes
+    # RFC 6638 §2: calendar-auto-schedule; calendar-schedule is its drafts' name.
+    assert {"calendar-auto-schedule", "calendar-schedule"} <= set(classes)
     assert "LOCK" in headers["Allow"] and "UNLOCK" in headers["Allow"]
 
 

@@ -69,7 +69,7 @@ def _meeting(uid: str, attendees: list[tuple[str, str]], *, sequence: int = 0) -
     return "\r\n".join(lines)
 
 
-def _copy(store: Store, address: str, uid: str, calendar: str = "schedule-inbox") -> Any | None:
+def _copy(store: Store, address: str, uid: str, calendar: str = "default") -> Any | None:
     try:
         collection: Collection = store.dav(address, "calendars").collection(calendar)
     except Exception:
@@ -113,15 +113,16 @@ def test_invitation_reply_and_cancel_between_local_users(server: ApiServer) -> N
     alice_cal = _calendar(server, ALICE, "default")
     event = alice_cal.save_event(_meeting(uid, [(BOB[0], "NEEDS-ACTION")]))
 
-    # Bob gets the invitation in INBOX (text/plain + text/calendar) and in schedule-inbox.
+    # Bob gets the invitation in INBOX (text/plain + text/calendar) and, since RFC 6638
+    # scheduling, in his default calendar (no more "schedule-inbox" calendar) with the
+    # iTIP message in his scheduling Inbox.
     wait_until(lambda: _copy(store, BOB[0], uid) is not None, TIMEOUT, "bob's copy")
     (invitation,) = _invitations(store, BOB[0], uid, "REQUEST")
     assert invitation["From"] == ALICE[0]
     assert "Planning" in invitation["Subject"]
     types = [p.get_content_type() for p in invitation.walk()]
     assert "text/plain" in types and "text/calendar" in types
-    inbox = store.dav(BOB[0], "calendars").collection("schedule-inbox")
-    assert inbox.info().props["displayname"] == "Schedule-Inbox"
+    assert "schedule-inbox" not in store.dav(BOB[0], "calendars").names()
     copy = _copy(store, BOB[0], uid)
     assert copy is not None and "METHOD" not in copy
 
@@ -131,8 +132,8 @@ def test_invitation_reply_and_cancel_between_local_users(server: ApiServer) -> N
     assert len(_invitations(store, BOB[0], uid, "REQUEST")) == 1
 
     # Bob accepts by saving his copy: Alice's copy shows it.
-    bob_inbox = _calendar(server, BOB, "schedule-inbox")
-    mine = bob_inbox.event_by_uid(uid)
+    bob_calendar = _calendar(server, BOB, "default")
+    mine = bob_calendar.event_by_uid(uid)
     component = mine.icalendar_component
     for attendee in component["ATTENDEE"]:
         if str(attendee).lower() == f"mailto:{BOB[0]}":
@@ -167,8 +168,9 @@ def test_unchanged_save_sends_no_second_invitation(server: ApiServer) -> None:
         "SUMMARY:Planning", "SUMMARY:Standup moved"
     )
     alice_cal.save_event(changed)
+    # Users of this server get the change at once (RFC 6638), the mail's import after.
     server.server.wait_stderr(
-        lambda line: "imip received method=REQUEST uid=standup-1" in line and "updated" in line,
+        lambda line: "itip delivered method=REQUEST uid=standup-1" in line and "updated" in line,
         TIMEOUT,
         after=mark,
     )
@@ -207,7 +209,7 @@ def _send_mx(server: ApiServer, sender: str, rcpt: str, message: bytes) -> None:
         client.sendmail(sender, [rcpt], message)
 
 
-def test_request_from_a_remote_organizer_by_smtp_lands_in_schedule_inbox(
+def test_request_from_a_remote_organizer_by_smtp_lands_in_the_default_calendar(
     server: ApiServer,
 ) -> None:
     uid = "remote-invite-1"
@@ -236,6 +238,10 @@ def test_request_from_a_remote_organizer_by_smtp_lands_in_schedule_inbox(
     wait_until(lambda: _copy(server.store, BOB[0], uid) is not None, TIMEOUT, "the import")
     assert str(_event(_copy(server.store, BOB[0], uid))["SUMMARY"]) == "Remote review"
     assert _invitations(server.store, BOB[0], uid, "REQUEST")  # and the mail in INBOX
+    # and the iTIP message in the scheduling Inbox, where RFC 6638 clients look for it
+    inbox = server.store.schedule_inbox(BOB[0])
+    kept = [inbox.read(m.name)[0] for m in inbox.objects()]
+    assert any(uid.encode() in data and b"METHOD:REQUEST" in data for data in kept)
 
 
 def test_forged_reply_changes_nothing(server: ApiServer) -> None:

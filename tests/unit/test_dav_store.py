@@ -123,3 +123,31 @@ def test_a_deleted_collection_is_not_found(tmp_path: Path) -> None:
         c.objects()
     again = store.create("work", {})
     assert again.objects() == []
+
+
+def test_schedule_tag_is_new_kept_or_absent_and_survives_a_reread(tmp_path: Path) -> None:
+    c = DavStore(tmp_path, "calendars", fsync=False).create("work", {})
+    first, _ = c.put("m.ics", b"1", uid="M", component="VEVENT", schedule_tag="new")
+    assert first.schedule_tag is not None
+    kept, _ = c.put("m.ics", b"2", uid="M", component="VEVENT", schedule_tag="keep")
+    assert kept.schedule_tag == first.schedule_tag  # a reply merged by the server
+    again, _ = c.put("m.ics", b"3", uid="M", component="VEVENT", schedule_tag="new")
+    assert again.schedule_tag not in (None, first.schedule_tag)
+    plain, _ = c.put("p.ics", b"4", uid="P", component="VEVENT")
+    assert plain.schedule_tag is None
+    reader = DavStore(tmp_path, "calendars", fsync=False).collection("work")
+    assert reader.get("m.ics").schedule_tag == again.schedule_tag
+    assert reader.get("p.ics").schedule_tag is None
+
+
+def test_if_schedule_tag_match_guards_put_and_delete(tmp_path: Path) -> None:
+    c = DavStore(tmp_path, "calendars", fsync=False).create("work", {})
+    meta, _ = c.put("m.ics", b"1", uid="M", component="VEVENT", schedule_tag="new")
+    assert meta.schedule_tag is not None
+    with pytest.raises(PreconditionFailed):
+        c.put("m.ics", b"2", uid="M", component="VEVENT", if_schedule_tag='"other"')
+    with pytest.raises(PreconditionFailed):
+        c.delete("m.ics", if_schedule_tag='"other"')
+    c.put("m.ics", b"2", uid="M", component="VEVENT", if_schedule_tag=meta.schedule_tag)
+    c.delete("m.ics")
+    assert c.objects() == []

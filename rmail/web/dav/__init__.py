@@ -2,9 +2,17 @@
 
 Methods: OPTIONS, PROPFIND (Depth 0 and 1; infinity refused with
 ``DAV:propfind-finite-depth``), PROPPATCH, MKCALENDAR, MKCOL (extended), GET, HEAD, PUT
-(If-Match, If-None-Match: *), DELETE, LOCK and UNLOCK (class 2, see ``locking.py``) and
-REPORT (calendar-query, calendar-multiget, free-busy-query, sync-collection,
-addressbook-query, addressbook-multiget).
+(If-Match, If-None-Match: *, If-Schedule-Tag-Match), DELETE, LOCK and UNLOCK (class 2, see
+``locking.py``), REPORT (calendar-query, calendar-multiget, free-busy-query,
+sync-collection, addressbook-query, addressbook-multiget) and POST (the scheduling Outbox,
+see ``outbox.py``).
+
+Scheduling (RFC 6638, ``calendar-auto-schedule``): the principal names the scheduling
+Inbox and Outbox (``resources.INBOX``, ``resources.OUTBOX``) and the user's calendar user
+addresses; a PUT or DELETE of a scheduling object resource is handed to
+:class:`rmail.scheduling.Scheduling`, which decides what is stored (SCHEDULE-STATUS) and
+delivers the iTIP messages (local users directly, before the answer; others by iMIP);
+scheduling objects carry a Schedule-Tag.
 
 Authentication: HTTP Basic (``user@domain:password``, through the shared login limiter and
 the verified-credentials cache) or a JSON API bearer token. Every user gets a calendar
@@ -16,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import functools
+import urllib.parse
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any, Final
@@ -36,7 +46,7 @@ from rmail.ical import (
     parse_calendar,
     parse_card,
 )
-from rmail.scheduling import Scheduling
+from rmail.scheduling import Prepared, Scheduling
 from rmail.store.accounts import Account
 from rmail.store.dav import (
     Collection,
@@ -48,8 +58,10 @@ from rmail.store.dav import (
 )
 from rmail.web.api import API, ApiServices
 from rmail.web.auth import authenticate
-from rmail.web.dav import locking, reports
+from rmail.web.dav import locking, outbox, reports
 from rmail.web.dav.resources import (
+    INBOX,
+    OUTBOX,
     PREFIX,
     Resource,
     collection_path,
@@ -77,10 +89,18 @@ from rmail.web.http import ApiError
 
 __all__ = ["setup"]
 
-# No calendar-schedule: RFC 6638 (scheduling inbox/outbox, schedule-tag) is not implemented.
-DAV_CLASSES: Final = "1, 2, 3, calendar-access, addressbook, extended-mkcol"
+# calendar-auto-schedule is RFC 6638's name for server-side scheduling (scheduling Inbox and
+# Outbox, implicit scheduling on PUT and DELETE, Schedule-Tag); calendar-schedule is the
+# name of its drafts, which older clients (and issue #7) look for.
+DAV_CLASSES: Final = (
+    "1, 2, 3, calendar-access, calendar-auto-schedule, calendar-schedule, addressbook,"
+    " extended-mkcol"
+)
+# With ``calendar.scheduling`` off nothing is scheduled, so nothing is promised.
+_NO_SCHEDULING: Final = "1, 2, 3, calendar-access, addressbook, extended-mkcol"
 ALLOW: Final = (
-    "OPTIONS, GET, HEAD, PUT, DELETE, PROPFIND, PROPPATCH, REPORT, MKCOL, MKCALENDAR, LOCK, UNLOCK"
+    "OPTIONS, GET, HEAD, PUT, DELETE, POST, PROPFIND, PROPPATCH, REPORT, MKCOL, MKCALENDAR,"
+    " LOCK, UNLOCK"
 )
 # Largest calendar object or vCard accepted (RFC 4791 max-resource-size).
 MAX_RESOURCE: Final = 1024 * 1024
@@ -105,6 +125,12 @@ class DavServices:
 
     def store(self, account: Account, kind: Kind) -> DavStore:
         return self.api.store.dav(account.address, kind)
+
+    def collection(self, account: Account, kind: Kind, name: str) -> Collection:
+        """A calendar, an address book or the scheduling Inbox. Raises NotFound."""
+        if kind == "calendars" and name == INBOX:
+            return self.api.store.schedule_inbox(account.address)
+        return self.store(account, kind).collection(name)
 
     def has_defaults(self, account: Account) -> bool:
         return (account.address, account.created) in self._have_defaults
@@ -157,8 +183,9 @@ async def _account(request: web.Request) -> Account:
 async def dispatch(request: web.Request) -> web.StreamResponse:
     method = request.method.upper()
     if method == "OPTIONS":
+        classes = DAV_CLASSES if request.app[DAVKEY].scheduling is not None else _NO_SCHEDULING
         return web.Response(
-            status=200, headers={"DAV": DAV_CLASSES, "Allow": ALLOW, "Content-Length": "0"}
+            status=200, headers={"DAV": classes, "Allow": ALLOW, "Content-Length": "0"}
         )
     account = await _account(request)
     path = request.raw_path.split("?", 1)[0]
@@ -224,7 +251,7 @@ def _href(path: str) -> ET.Element:
     return element(f"{{{DAV}}}href", path)
 
 
-def _privileges() -> ET.Element:
+def _privileges(scheduling: tuple[str, ...] = ()) -> ET.Element:
     root = element(f"{{{DAV}}}current-user-privilege-set")
     for name in (
         "read",
@@ -236,7 +263,19 @@ def _privileges() -> ET.Element:
         "read-current-user-privilege-set",
     ):
         root.append(element(f"{{{DAV}}}privilege", None, ET.Element(f"{{{DAV}}}{name}")))
+    # RFC 6638 §6.1: schedule-deliver on the Inbox, schedule-send on the Outbox.
+    for name in scheduling:
+        root.append(element(f"{{{DAV}}}privilege", None, ET.Element(f"{{{CALDAV}}}{name}")))
     return root
+
+
+_INBOX_PRIVILEGES: Final = ("schedule-deliver", "schedule-deliver-invite", "schedule-deliver-reply")
+_OUTBOX_PRIVILEGES: Final = (
+    "schedule-send",
+    "schedule-send-invite",
+    "schedule-send-reply",
+    "schedule-send-freebusy",
+)
 
 
 class _Props:
@@ -256,7 +295,13 @@ class _Props:
             f"{{{DAV}}}current-user-principal": lambda: element(
                 f"{{{DAV}}}current-user-principal", None, _href(principal_path(me))
             ),
-            f"{{{DAV}}}current-user-privilege-set": _privileges,
+            f"{{{DAV}}}current-user-privilege-set": lambda: _privileges(
+                _INBOX_PRIVILEGES
+                if r.inbox and r.type == "collection"
+                else _OUTBOX_PRIVILEGES
+                if r.type == "outbox"
+                else ()
+            ),
             f"{{{DAV}}}owner": lambda: element(f"{{{DAV}}}owner", None, _href(principal_path(me))),
             f"{{{DAV}}}supported-report-set": lambda: _supported_reports(r.kind),
             f"{{{DAV}}}resourcetype": self._resourcetype,
@@ -275,11 +320,20 @@ class _Props:
                         None,
                         _href(home_path("addressbooks", me)),
                     ),
-                    f"{{{CALDAV}}}calendar-user-address-set": lambda: element(
-                        f"{{{CALDAV}}}calendar-user-address-set",
+                    f"{{{CALDAV}}}calendar-user-address-set": self._addresses,
+                    # RFC 6638 §2.4.2, §2.1, §2.2
+                    f"{{{CALDAV}}}calendar-user-type": lambda: element(
+                        f"{{{CALDAV}}}calendar-user-type", "INDIVIDUAL"
+                    ),
+                    f"{{{CALDAV}}}schedule-inbox-URL": lambda: element(
+                        f"{{{CALDAV}}}schedule-inbox-URL",
                         None,
-                        _href(f"mailto:{me}"),
-                        _href(principal_path(me)),
+                        _href(collection_path("calendars", me, INBOX)),
+                    ),
+                    f"{{{CALDAV}}}schedule-outbox-URL": lambda: element(
+                        f"{{{CALDAV}}}schedule-outbox-URL",
+                        None,
+                        _href(collection_path("calendars", me, OUTBOX)),
                     ),
                     f"{{{DAV}}}displayname": lambda: element(f"{{{DAV}}}displayname", me),
                 }
@@ -295,6 +349,14 @@ class _Props:
             common[f"{{{DAV}}}lockdiscovery"] = lambda: locking.lockdiscovery(table, me, path)
         if r.type == "collection":
             common.update(self._collection_props())
+        if r.type == "outbox":
+            common[f"{{{DAV}}}displayname"] = lambda: element(f"{{{DAV}}}displayname", "Outbox")
+        if r.type == "object" and r.kind == "calendars":
+            common[f"{{{CALDAV}}}schedule-tag"] = lambda: (
+                element(f"{{{CALDAV}}}schedule-tag", tag)
+                if (tag := self._meta().schedule_tag) is not None
+                else None
+            )
         if r.type == "object":
             common.update(
                 {
@@ -309,14 +371,28 @@ class _Props:
             )
         return common
 
+    def _addresses(self) -> ET.Element:
+        """RFC 6638 §2.4.1: the user's mailto: addresses (own first, then exact aliases)
+        and the principal URL."""
+        me = self.account.address
+        hrefs = [_href(f"mailto:{a}") for a in self.dav.api.store.accounts.own_addresses(me)]
+        hrefs[0].set("preferred", "1")  # iCloud's hint, read by some clients
+        return element(
+            f"{{{CALDAV}}}calendar-user-address-set", None, *hrefs, _href(principal_path(me))
+        )
+
     def _resourcetype(self) -> ET.Element:
         r = self.resource
         node = element(f"{{{DAV}}}resourcetype")
-        if r.type in ("root", "home", "principals", "collection"):
+        if r.type in ("root", "home", "principals", "collection", "outbox"):
             node.append(ET.Element(f"{{{DAV}}}collection"))
         if r.type == "principal":
             node.append(ET.Element(f"{{{DAV}}}principal"))
-        if r.type == "collection":
+        if r.type == "outbox":
+            node.append(ET.Element(f"{{{CALDAV}}}schedule-outbox"))
+        elif r.type == "collection" and r.inbox:
+            node.append(ET.Element(f"{{{CALDAV}}}schedule-inbox"))
+        elif r.type == "collection":
             tag = f"{{{CALDAV}}}calendar" if r.kind == "calendars" else f"{{{CARDDAV}}}addressbook"
             node.append(ET.Element(tag))
         return node
@@ -325,7 +401,7 @@ class _Props:
         if self.collection is None:
             r = self.resource
             assert r.kind is not None and r.collection is not None
-            self.collection = self.dav.store(self.account, r.kind).collection(r.collection)
+            self.collection = self.dav.collection(self.account, r.kind, r.collection)
         return self.collection
 
     def _meta(self) -> ObjectMeta:
@@ -351,9 +427,22 @@ class _Props:
             ),
             f"{{{DAV}}}quota-available-bytes": self._quota_available,
         }
-        if r.kind == "calendars":
+        if r.inbox:
+            me = self.account.address
+            dav = self.dav
+            props[f"{{{CALDAV}}}schedule-default-calendar-URL"] = lambda: element(
+                f"{{{CALDAV}}}schedule-default-calendar-URL",
+                None,
+                _href(collection_path("calendars", me, _default_calendar(dav, self.account))),
+            )
+        elif r.kind == "calendars":
             props.update(
                 {
+                    f"{{{CALDAV}}}schedule-calendar-transp": lambda: element(
+                        f"{{{CALDAV}}}schedule-calendar-transp",
+                        None,
+                        ET.Element(f"{{{CALDAV}}}{info.props.get('transp', 'opaque')}"),
+                    ),
                     f"{{{CALDAV}}}calendar-description": text(
                         f"{{{CALDAV}}}calendar-description", "description"
                     ),
@@ -404,6 +493,14 @@ class _Props:
         if self.resource.type != "collection":
             return {}
         return dict(self._coll().info().props.get("dead", {}))
+
+
+def _default_calendar(dav: DavServices, account: Account) -> str:
+    """The name of the calendar new invitations go to (RFC 6638 §9.2)."""
+    if dav.scheduling is not None:
+        return dav.scheduling.default_calendar(account.address).name
+    names = dav.store(account, "calendars").names()
+    return "default" if "default" in names or not names else names[0]
 
 
 def _comp(name: str) -> ET.Element:
@@ -482,13 +579,19 @@ def _children(account: Account, resource: Resource, dav: DavServices) -> list[Re
         return [Resource("principal", me)]
     if resource.type == "home":
         assert resource.kind is not None
-        return [
+        found = [
             Resource("collection", me, resource.kind, name)
             for name in dav.store(account, resource.kind).names()
         ]
+        if resource.kind == "calendars":
+            found += [
+                Resource("collection", me, "calendars", INBOX),
+                Resource("outbox", me, "calendars"),
+            ]
+        return found
     if resource.type == "collection":
         assert resource.kind is not None and resource.collection is not None
-        collection = dav.store(account, resource.kind).collection(resource.collection)
+        collection = dav.collection(account, resource.kind, resource.collection)
         return [
             Resource("object", me, resource.kind, resource.collection, m.name)
             for m in sorted(collection.objects(), key=lambda m: m.name)
@@ -500,7 +603,7 @@ def _exists(account: Account, resource: Resource, dav: DavServices) -> None:
     """Raise NotFound when the resource is not there."""
     if resource.type in ("collection", "object"):
         assert resource.kind is not None and resource.collection is not None
-        collection = dav.store(account, resource.kind).collection(resource.collection)
+        collection = dav.collection(account, resource.kind, resource.collection)
         if resource.type == "object":
             assert resource.name is not None
             collection.get(resource.name)
@@ -557,6 +660,27 @@ _MAPPED: Final = {
 }
 
 
+_TRANSP: Final = f"{{{CALDAV}}}schedule-calendar-transp"
+_DEFAULT_CALENDAR: Final = f"{{{CALDAV}}}schedule-default-calendar-URL"
+
+
+def _own_calendar(dav: DavServices, account: Account, target: Resource | None) -> bool:
+    """Whether ``target`` is one of the account's calendars (not the Inbox)."""
+    return (
+        target is not None
+        and target.type == "collection"
+        and target.kind == "calendars"
+        and target.owner == account.address
+        and not target.inbox
+        and target.collection in dav.store(account, "calendars").names()
+    )
+
+
+def _transp(node: ET.Element) -> str:
+    """RFC 6638 §9.1: whether the calendar's events count for free-busy."""
+    return "transparent" if node.find(f"{{{CALDAV}}}transparent") is not None else "opaque"
+
+
 def _prop_changes(
     node: ET.Element | None, remove: bool, dead: dict[str, str]
 ) -> tuple[dict[str, Any], list[str], list[str]]:
@@ -570,6 +694,18 @@ def _prop_changes(
     for child in list(prop) if prop is not None else []:
         if child.tag in _PROTECTED:
             refused.append(child.tag)
+            continue
+        if child.tag == _TRANSP:
+            changes["transp"] = None if remove else _transp(child)
+            done.append(child.tag)
+            continue
+        if child.tag == _DEFAULT_CALENDAR:
+            # Checked by the caller against the owner's calendars (RFC 6638 §9.2).
+            href = (child.findtext(f"{{{DAV}}}href") or "").strip()
+            changes["default_calendar"] = (
+                None if remove else resolve(urllib.parse.urlsplit(href).path)
+            )
+            done.append(child.tag)
             continue
         key = _MAPPED.get(child.tag)
         if key is not None:
@@ -597,7 +733,7 @@ async def proppatch(request: web.Request, account: Account, resource: Resource) 
 
     def work() -> bytes:
         assert resource.kind is not None and resource.collection is not None
-        collection = dav.store(account, resource.kind).collection(resource.collection)
+        collection = dav.collection(account, resource.kind, resource.collection)
         dead = dict(collection.info().props.get("dead", {}))
         changes: dict[str, Any] = {}
         done: list[str] = []
@@ -610,6 +746,16 @@ async def proppatch(request: web.Request, account: Account, resource: Resource) 
             changes.update(c)
             done += d
             refused += r
+        if "default_calendar" in changes:
+            target = changes["default_calendar"]
+            if not resource.inbox or (
+                target is not None and not _own_calendar(dav, account, target)
+            ):
+                done.remove(_DEFAULT_CALENDAR)
+                refused.append(_DEFAULT_CALENDAR)
+                del changes["default_calendar"]
+            elif target is not None:
+                changes["default_calendar"] = target.collection
         if refused:
             # RFC 4918 §9.2: all or nothing; the others fail with 424.
             response = element(f"{{{DAV}}}response", None, _href(resource.path))
@@ -652,6 +798,9 @@ def _mk_props(root: ET.Element | None, kind: Kind) -> dict[str, Any]:
                 if not names or any(n not in COMPONENTS for n in names):
                     raise InvalidCalendar("unsupported component", "supported-calendar-component")
                 props["components"] = names
+                continue
+            if child.tag == _TRANSP:
+                props["transp"] = _transp(child)
                 continue
             key = _MAPPED.get(child.tag)
             if key is not None:
@@ -711,7 +860,7 @@ async def get(request: web.Request, account: Account, resource: Resource) -> web
     dav = request.app[DAVKEY]
     assert resource.kind is not None and resource.collection is not None
     assert resource.name is not None
-    collection = dav.store(account, resource.kind).collection(resource.collection)
+    collection = dav.collection(account, resource.kind, resource.collection)
     data, meta = await asyncio.to_thread(collection.read, resource.name)
     if request.headers.get("If-None-Match") == meta.etag:
         return web.Response(status=304, headers={"ETag": meta.etag})
@@ -719,6 +868,8 @@ async def get(request: web.Request, account: Account, resource: Resource) -> web
     response = web.Response(
         body=body, headers={"ETag": meta.etag, "Content-Type": _MEDIA[resource.kind]}
     )
+    if meta.schedule_tag is not None:
+        response.headers["Schedule-Tag"] = meta.schedule_tag  # RFC 6638 §3.3
     if request.method == "HEAD":
         response.headers["Content-Length"] = str(len(data))
     return response
@@ -727,6 +878,8 @@ async def get(request: web.Request, account: Account, resource: Resource) -> web
 async def put(request: web.Request, account: Account, resource: Resource) -> web.Response:
     if resource.type != "object":
         raise ApiError(405, "PUT works on resources inside a calendar or address book")
+    if resource.inbox:
+        raise ApiError(403, "only the server adds messages to the scheduling Inbox")
     data = await _body(request, MAX_RESOURCE)
     kind = resource.kind
     assert kind is not None and resource.collection is not None and resource.name is not None
@@ -744,7 +897,9 @@ async def put(request: web.Request, account: Account, resource: Resource) -> web
     if_none_match = request.headers.get("If-None-Match", "").strip() == "*"
     quota = account.quota_mb * 1024 * 1024
 
-    previous: list[bytes] = []  # the calendar object replaced, for scheduling
+    if_schedule_tag = request.headers.get("If-Schedule-Tag-Match")
+    scheduling = dav.scheduling
+    prepared: list[Prepared] = []  # what scheduling makes of the PUT (RFC 6638 §3.2)
 
     def work() -> tuple[ObjectMeta, bool]:
         used = dav.api.store.mailbox(account.address).usage_bytes()
@@ -752,12 +907,22 @@ async def put(request: web.Request, account: Account, resource: Resource) -> web
             raise QuotaExceeded("over quota")
         if kind == "calendars":
             allowed = collection.info().props.get("components", COMPONENTS)
-            _, info = parse_calendar(data, allowed)
+            calendar, info = parse_calendar(data, allowed)
+            _same_organizer(calendar)
+            old: bytes | None = None
             with contextlib.suppress(NotFound):
-                previous.append(collection.read(resource.name or "")[0])
+                old = collection.read(resource.name or "")[0]
+            plan = Prepared(data, False, False, ())
+            if scheduling is not None:
+                plan = scheduling.prepare_put(account.address, old, data)
+            prepared.append(plan)
+            if plan.scheduling_object and old is None:
+                _unique_scheduling_object(store, collection, info.uid)
             return collection.put(
                 resource.name or "",
-                data,
+                plan.data,
+                schedule_tag="new" if plan.scheduling_object else None,
+                if_schedule_tag=if_schedule_tag,
                 uid=info.uid,
                 component=info.component,
                 start=info.start,
@@ -788,12 +953,45 @@ async def put(request: web.Request, account: Account, resource: Resource) -> web
         return _precondition(403, condition, ns)
     except QuotaExceeded:
         return _precondition(507, "quota-not-exceeded")
-    scheduling = dav.scheduling
-    if kind == "calendars" and scheduling is not None:
-        old = previous[0] if previous else None
-        itips = await asyncio.to_thread(scheduling.plan_put, account.address, old, data)
-        await scheduling.send(itips)
-    return web.Response(status=201 if created else 204, headers={"ETag": meta.etag})
+    except _SchedulingPrecondition as exc:
+        return _precondition(403, exc.condition, CALDAV)
+    headers: dict[str, str] = {"ETag": meta.etag}
+    if prepared and prepared[0].changed:
+        # RFC 4791 §5.3.4: the stored object is not what was sent (SCHEDULE-STATUS was
+        # set), so no ETag: the client fetches it again.
+        del headers["ETag"]
+    if meta.schedule_tag is not None:
+        headers["Schedule-Tag"] = meta.schedule_tag
+    if prepared and prepared[0].itips and scheduling is not None:
+        await scheduling.send(prepared[0].itips)
+    return web.Response(status=201 if created else 204, headers=headers)
+
+
+class _SchedulingPrecondition(Exception):
+    """An RFC 6638 §3.2.4 precondition failed (answered 403 with the CALDAV condition)."""
+
+    def __init__(self, condition: str) -> None:
+        super().__init__(condition)
+        self.condition = condition
+
+
+def _same_organizer(calendar: Any) -> None:
+    """RFC 6638 §3.2.4.2 same-organizer-in-all-components."""
+    organizers = {
+        str(c.get("ORGANIZER")).lower()
+        for c in calendar.subcomponents
+        if c.name in ("VEVENT", "VTODO", "VJOURNAL") and c.get("ORGANIZER") is not None
+    }
+    if len(organizers) > 1:
+        raise _SchedulingPrecondition("same-organizer-in-all-components")
+
+
+def _unique_scheduling_object(store: DavStore, collection: Collection, uid: str) -> None:
+    """RFC 6638 §3.2.4.1 unique-scheduling-object-resource: one scheduling object per UID
+    in all of the user's calendars."""
+    for other in store.collections():
+        if other.name != collection.name and other.by_uid(uid) is not None:
+            raise _SchedulingPrecondition("unique-scheduling-object-resource")
 
 
 async def delete(request: web.Request, account: Account, resource: Resource) -> web.Response:
@@ -804,18 +1002,24 @@ async def delete(request: web.Request, account: Account, resource: Resource) -> 
     assert kind is not None and resource.collection is not None
     store = dav.store(account, kind)
     await locking.enforce(request, dav.locks, account, resource, store, members=True, tree=True)
+    if resource.type == "collection" and resource.inbox:
+        raise ApiError(403, "the scheduling Inbox cannot be deleted")
     if resource.type == "collection":
         await asyncio.to_thread(store.delete, resource.collection)
         locking.drop(dav.locks, account, resource)
         dav.forget_defaults(account)
         return web.Response(status=204)
     assert resource.name is not None
-    collection = store.collection(resource.collection)
+    collection = dav.collection(account, kind, resource.collection)
     name = resource.name
 
     def work() -> bytes | None:
-        old = collection.read(name)[0] if kind == "calendars" else None
-        collection.delete(name, if_match=request.headers.get("If-Match"))
+        old = collection.read(name)[0] if kind == "calendars" and not resource.inbox else None
+        collection.delete(
+            name,
+            if_match=request.headers.get("If-Match"),
+            if_schedule_tag=request.headers.get("If-Schedule-Tag-Match"),
+        )
         return old
 
     try:
@@ -825,7 +1029,11 @@ async def delete(request: web.Request, account: Account, resource: Resource) -> 
     locking.drop(dav.locks, account, resource)
     scheduling = dav.scheduling
     if old is not None and scheduling is not None:
-        itips = await asyncio.to_thread(scheduling.plan_delete, account.address, old)
+        # RFC 6638 §8.1: "Schedule-Reply: F" deletes an attendee's copy without a reply.
+        reply = request.headers.get("Schedule-Reply", "T").strip().upper() != "F"
+        itips = await asyncio.to_thread(
+            functools.partial(scheduling.plan_delete, account.address, old, reply=reply)
+        )
         await scheduling.send(itips)
     return web.Response(status=204)
 
@@ -883,7 +1091,9 @@ def _object_response(
 ) -> ET.Element:
     kind = resource.kind
     assert kind is not None
-    target = Resource("object", account.address, kind, collection.name, meta.name)
+    target = Resource(
+        "object", account.address, kind, resource.collection or collection.name, meta.name
+    )
     props = _Props(account, target, dav)
     props.collection, props.meta = collection, meta
     wanted, _ = _wanted(root)
@@ -929,7 +1139,7 @@ def _multiget(account: Account, resource: Resource, dav: DavServices, root: ET.E
             continue
         assert target.collection is not None and target.name is not None
         try:
-            collection = dav.store(account, kind).collection(target.collection)
+            collection = dav.collection(account, kind, target.collection)
             meta = collection.get(target.name)
             responses.append(_object_response(account, dav, collection, target, meta, root=root))
         except NotFound:
@@ -944,7 +1154,7 @@ def _calendar_query(
     if filter_node is None:
         raise ApiError(400, "calendar-query needs a filter")
     assert resource.collection is not None
-    collection = dav.store(account, "calendars").collection(resource.collection)
+    collection = dav.collection(account, "calendars", resource.collection)
     # The month view's filter decides plain events from the index alone (see
     # reports.plain_event_range); everything else is parsed and evaluated in full.
     plain = reports.plain_event_range(filter_node) is not None
@@ -980,7 +1190,7 @@ def _addressbook_query(
 ) -> bytes:
     filter_node = root.find(f"{{{CARDDAV}}}filter")
     assert resource.collection is not None
-    collection = dav.store(account, "addressbooks").collection(resource.collection)
+    collection = dav.collection(account, "addressbooks", resource.collection)
     limit_node = root.find(f"{{{CARDDAV}}}limit/{{{CARDDAV}}}nresults")
     limit_text = (limit_node.text or "") if limit_node is not None else ""
     limit = int(limit_text) if limit_text.isdigit() else None
@@ -1003,7 +1213,7 @@ def _sync_collection(
     if resource.type != "collection":
         return _precondition(403, "supported-report")
     assert resource.kind is not None and resource.collection is not None
-    collection = dav.store(account, resource.kind).collection(resource.collection)
+    collection = dav.collection(account, resource.kind, resource.collection)
     token_node = root.find(f"{{{DAV}}}sync-token")
     token_text = (token_node.text or "").strip() if token_node is not None else ""
     token: int | None = None
@@ -1030,7 +1240,7 @@ def _sync_collection(
     ]
     kind = resource.kind
     responses += [
-        status_response(object_path(kind, account.address, collection.name, name), 404)
+        status_response(object_path(kind, account.address, resource.collection, name), 404)
         for name in sorted(gone)
     ]
     info = collection.info()
@@ -1046,7 +1256,15 @@ def _freebusy_query(
         raise ApiError(400, "free-busy-query needs a time-range")
     low, high = reports.parse_time_range(node)
     assert resource.collection is not None
-    collection = dav.store(account, "calendars").collection(resource.collection)
+    collection = dav.collection(account, "calendars", resource.collection)
+    periods = reports.freebusy(_busy_objects(collection, low, high), low, high)
+    return web.Response(
+        body=_vfreebusy(periods, low, high), content_type="text/calendar", charset="utf-8"
+    )
+
+
+def _busy_objects(collection: Collection, low: float, high: float) -> list[Any]:
+    """The parsed events of ``collection`` that may overlap [low, high) (index first)."""
     calendars = []
     for meta in collection.objects():
         if meta.component != "VEVENT" or meta.start is None:
@@ -1058,26 +1276,69 @@ def _freebusy_query(
         except NotFound:
             continue
         calendars.append(load_calendar(raw))
-    periods = reports.freebusy(calendars, low, high)
+    return calendars
 
-    def stamp(t: float) -> str:
-        return datetime.datetime.fromtimestamp(t, UTC).strftime("%Y%m%dT%H%M%SZ")
 
-    lines = [
-        "BEGIN:VCALENDAR",
-        "VERSION:2.0",
-        "PRODID:-//rmail//CalDAV//EN",
+def _stamp(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t, UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _vfreebusy(
+    periods: list[tuple[float, float, str]],
+    low: float,
+    high: float,
+    *,
+    method: str | None = None,
+    extra: tuple[str, ...] = (),
+) -> bytes:
+    """A VCALENDAR with one VFREEBUSY (RFC 5545 §3.6.4); ``extra`` are its content lines."""
+    lines = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//rmail//CalDAV//EN"]
+    if method is not None:
+        lines.append(f"METHOD:{method}")
+    lines += [
         "BEGIN:VFREEBUSY",
-        f"DTSTAMP:{stamp(datetime.datetime.now(UTC).timestamp())}",
-        f"DTSTART:{stamp(low)}",
-        f"DTEND:{stamp(high)}",
+        f"DTSTAMP:{_stamp(datetime.datetime.now(UTC).timestamp())}",
+        f"DTSTART:{_stamp(low)}",
+        f"DTEND:{_stamp(high)}",
+        *extra,
     ]
     for start, end, kind in periods:
-        lines.append(f"FREEBUSY;FBTYPE={kind}:{stamp(start)}/{stamp(end)}")
+        lines.append(f"FREEBUSY;FBTYPE={kind}:{_stamp(start)}/{_stamp(end)}")
     lines += ["END:VFREEBUSY", "END:VCALENDAR", ""]
-    return web.Response(
-        body="\r\n".join(lines).encode(), content_type="text/calendar", charset="utf-8"
-    )
+    return "\r\n".join(lines).encode()
+
+
+async def post(request: web.Request, account: Account, resource: Resource) -> web.Response:
+    """POST to the scheduling Outbox: a free-busy request (RFC 6638 §5, see outbox.py)."""
+    if resource.type != "outbox":
+        raise ApiError(405, "POST works on the scheduling Outbox", {"Allow": ALLOW})
+    dav = request.app[DAVKEY]
+    scheduling = dav.scheduling
+    if scheduling is None:
+        return _precondition(403, "valid-scheduling-message", CALDAV)
+    media = request.headers.get("Content-Type", "text/calendar").split(";", 1)[0].strip()
+    if media.lower() != "text/calendar":
+        return _precondition(415, "supported-calendar-data", CALDAV)
+    body = await _body(request, MAX_RESOURCE)
+
+    def busy(collection: Collection, low: float, high: float) -> list[tuple[float, float, str]]:
+        return reports.freebusy(_busy_objects(collection, low, high), low, high)
+
+    try:
+        answer = await asyncio.to_thread(
+            functools.partial(
+                outbox.schedule_response,
+                dav.api.store,
+                scheduling,
+                account.address,
+                body,
+                busy=busy,
+                render=_vfreebusy,
+            )
+        )
+    except outbox.OutboxRefused as exc:
+        return _precondition(exc.status, exc.condition, CALDAV)
+    return _xml_response(answer, status=200)
 
 
 async def lock(request: web.Request, account: Account, resource: Resource) -> web.Response:
@@ -1104,6 +1365,7 @@ _METHODS: Final[dict[str, Callable[[web.Request, Account, Resource], Any]]] = {
     "PUT": put,
     "DELETE": delete,
     "REPORT": report,
+    "POST": post,
 }
 
 

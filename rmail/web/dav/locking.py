@@ -33,8 +33,8 @@ __all__ = ["check_if", "drop", "enforce", "lock", "lock_path", "lockdiscovery", 
 
 def lock_path(resource: Resource) -> Path | None:
     """The lock path of a collection or an object, None for other resources."""
-    if resource.kind is None or resource.collection is None:
-        return None
+    if resource.kind is None or resource.collection is None or resource.inbox:
+        return None  # the scheduling Inbox takes no locks: only the server adds to it
     if resource.type == "collection":
         return (resource.kind, resource.collection)
     if resource.type == "object" and resource.name is not None:

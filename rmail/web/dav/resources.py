@@ -7,9 +7,14 @@
     /dav/calendars/{user@domain}/           calendar home
     /dav/calendars/{user@domain}/{cal}/     a calendar
     /dav/calendars/{user@domain}/{cal}/{x}  an event, to-do or journal (.ics)
+    /dav/calendars/{user@domain}/_inbox/    the scheduling Inbox (RFC 6638 §2.2), a
+                                            collection of iTIP messages (GET, DELETE)
+    /dav/calendars/{user@domain}/_outbox/   the scheduling Outbox (RFC 6638 §2.1), POST only
     /dav/addressbooks/{user@domain}/...     the same for address books and vCards
 
-A user reaches only their own paths; another user's path is answered as not found.
+A user reaches only their own paths; another user's path is answered as not found. The
+names ``_inbox`` and ``_outbox`` can never be a calendar's (a collection name starts with a
+letter or digit), so no calendar is hidden by them.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import Final, Literal
 from rmail.store.dav import Kind
 
 __all__ = [
+    "INBOX",
+    "OUTBOX",
     "PREFIX",
     "Resource",
     "collection_path",
@@ -31,7 +38,10 @@ __all__ = [
 ]
 
 PREFIX: Final = "/dav"
-ResourceType = Literal["root", "principal", "home", "collection", "object", "principals"]
+# Path segments of the scheduling Inbox and Outbox in the calendar home (RFC 6638 §2).
+INBOX: Final = "_inbox"
+OUTBOX: Final = "_outbox"
+ResourceType = Literal["root", "principal", "home", "collection", "object", "principals", "outbox"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +51,11 @@ class Resource:
     kind: Kind | None = None
     collection: str | None = None
     name: str | None = None
+
+    @property
+    def inbox(self) -> bool:
+        """The scheduling Inbox or a message in it."""
+        return self.kind == "calendars" and self.collection == INBOX
 
     @property
     def path(self) -> str:
@@ -54,6 +69,8 @@ class Resource:
         assert self.kind is not None
         if self.type == "home":
             return home_path(self.kind, self.owner)
+        if self.type == "outbox":
+            return collection_path(self.kind, self.owner, OUTBOX)
         assert self.collection is not None
         if self.type == "collection":
             return collection_path(self.kind, self.owner, self.collection)
@@ -112,6 +129,10 @@ def resolve(path: str) -> Resource | None:
     owner = tail[0].lower()
     if len(tail) == 1:
         return Resource("home", owner, kind)
+    if kind == "calendars" and tail[1] == OUTBOX:
+        return Resource("outbox", owner, kind) if len(tail) == 2 else None
+    if kind == "addressbooks" and tail[1] == INBOX:
+        return None
     if len(tail) == 2:
         return Resource("collection", owner, kind, tail[1])
     if len(tail) == 3:
