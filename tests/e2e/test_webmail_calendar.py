@@ -202,6 +202,10 @@ def test_edit_bumps_the_sequence_and_delete_removes_the_event(
         "mailto:dave@remote.test": "NEEDS-ACTION",
     }
     assert str(component["ORGANIZER"]).lower() == "mailto:alice@example.test"
+    # A scheduling object resource, like one saved over CalDAV: it has a Schedule-Tag.
+    event = _dav_calendar(server).event_by_uid(uid)
+    tag = event.client.request(str(event.url), "GET").headers.get("Schedule-Tag")
+    assert tag and tag.startswith('"')
     # The scheduling service mails the invitation to both (remote: through the queue).
     _wait_for_itip(server, "REQUEST", {"carol@remote.test", "dave@remote.test"})
 

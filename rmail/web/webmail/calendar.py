@@ -490,10 +490,16 @@ def _writable(calendars: DavStore, name: str) -> Collection:
     return collection
 
 
+_ORGANIZER: Final = re.compile(rb"^ORGANIZER[;:]", re.MULTILINE)
+
+
 def _index_facts(data: bytes) -> dict[str, Any]:
-    """What :meth:`Collection.put` indexes, as a CalDAV PUT computes it."""
+    """What :meth:`Collection.put` indexes, as a CalDAV PUT computes it. An event with an
+    ORGANIZER is a scheduling object: every webmail save is the user's own change, so it
+    gets a new Schedule-Tag (RFC 6638 §3.2.10), as the same save over CalDAV would."""
     _, info = parse_calendar(data, ("VEVENT",))
     return {
+        "schedule_tag": "new" if _ORGANIZER.search(data) else None,
         "uid": info.uid,
         "component": info.component,
         "start": info.start,
