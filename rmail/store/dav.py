@@ -35,6 +35,7 @@ tombstone kept is answered as expired.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import re
@@ -385,6 +386,64 @@ class Collection:
             self._log(["d", name, sync + 1])
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path / _OBJECTS / name)
+
+    def move_to(
+        self,
+        name: str,
+        target: Collection,
+        new_name: str,
+        *,
+        overwrite: bool = True,
+        if_match: str | None = None,
+        if_schedule_tag: str | None = None,
+    ) -> tuple[ObjectMeta, bool]:
+        """Move a resource to ``target`` (this collection or another of the same user and
+        kind) as ``new_name``, bytes, ETag and Schedule-Tag unchanged (WebDAV MOVE).
+
+        The copy is written and logged in the target before the source's deletion is logged,
+        so a crash between the two leaves the resource twice, never nowhere. Returns the
+        moved resource's meta and whether ``new_name`` was created (False: replaced).
+
+        Raises:
+            NotFound: no resource ``name``.
+            PreconditionFailed: ``if_match`` or ``if_schedule_tag`` is not the source's, or
+                ``new_name`` exists and ``overwrite`` is false.
+            AlreadyExists: another resource of the target has the same UID.
+        """
+        name, new_name = _check_name(name), _check_name(new_name)
+        same = target.path == self.path
+        collections = [self] if same else sorted((self, target), key=lambda c: str(c.path))
+        with contextlib.ExitStack() as held:
+            for collection in collections:
+                held.enter_context(collection._lock.hold())
+            with self._guard:
+                source = self._refresh_locked()
+                meta = source.objects.get(name)
+                if meta is None:
+                    raise NotFound(f"no object {name!r}")
+                if if_match is not None and meta.etag != if_match:
+                    raise PreconditionFailed(f"{name} has changed (ETag mismatch)")
+                _check_schedule_tag(meta, if_schedule_tag)
+            if same and new_name == name:
+                return meta, False
+            with target._guard:
+                index = target._refresh_locked()
+                existing = index.objects.get(new_name)
+                if existing is not None and not overwrite:
+                    raise PreconditionFailed(f"{new_name} exists")
+                holder = index.by_uid.get(meta.uid)
+                if holder is not None and holder != new_name and not (same and holder == name):
+                    raise AlreadyExists(f"UID {meta.uid} is already used by {holder}")
+                moved = dataclasses.replace(meta, name=new_name, token=index.sync + 1)
+            data = (self.path / _OBJECTS / name).read_bytes()
+            atomic_write(target.path / _OBJECTS / new_name, data, fsync=self.fsync, mode=0o600)
+            target._log(["p", new_name, moved.to_json()])
+            with self._guard:
+                sync = self._refresh_locked().sync
+            self._log(["d", name, sync + 1])
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path / _OBJECTS / name)
+        return moved, existing is None
 
     def state(self, key: _StateKey) -> dict[str, Any]:
         """A small JSON record kept beside the collection by a service ({} when none)."""

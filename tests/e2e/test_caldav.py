@@ -13,6 +13,7 @@ import aiohttp
 import caldav
 import pytest
 from api_helpers import ApiServer, start_api_server
+from smtp_helpers import messages
 
 ALICE = ("alice@example.test", "alice-pw")
 BOB = ("bob@example.test", "bob-pw")
@@ -461,3 +462,96 @@ async def test_collection_properties_quota_reports_and_tokens(
     assert int(after.findtext(f".//{{{DAV}}}quota-used-bytes") or "-1") >= used + 2000
     for tag in ("{http://calendarserver.org/ns/}getctag", f"{{{DAV}}}sync-token"):
         assert before.findtext(f".//{tag}") != after.findtext(f".//{tag}"), tag
+
+
+async def test_move_between_calendars_keeps_the_object_and_sends_nothing(
+    http: aiohttp.ClientSession, dav_server: ApiServer
+) -> None:
+    """MOVE is how Apple Calendar and others move an event to another calendar: with
+    scheduling on, PUT there then DELETE here would be a second scheduling object (403)."""
+    home = "/dav/calendars/alice@example.test/"
+    mk = (
+        f'<?xml version="1.0"?><C:mkcalendar xmlns:D="DAV:" xmlns:C="{C}"><D:set><D:prop>'
+        "<D:displayname>{name}</D:displayname><C:supported-calendar-component-set>"
+        '<C:comp name="{comp}"/></C:supported-calendar-component-set></D:prop></D:set>'
+        "</C:mkcalendar>"
+    )
+    for name, comp in (("work", "VEVENT"), ("chores", "VTODO")):
+        body = mk.format(name=name, comp=comp)
+        assert (await _req(http, dav_server, "MKCALENDAR", f"{home}{name}/", body))[0] == 201
+    invited = _event(
+        "moving-1",
+        "20260801T090000Z",
+        "20260801T100000Z",
+        extra=f"ORGANIZER:mailto:{ALICE[0]}\r\nATTENDEE;PARTSTAT=NEEDS-ACTION:mailto:{BOB[0]}\r\n",
+    )
+    status, headers, _ = await _req(http, dav_server, "PUT", CAL + "moving.ics", invited)
+    assert status == 201
+    bob_mail = len(messages(dav_server.store, BOB[0]))
+    _, before, data = await _req(http, dav_server, "GET", CAL + "moving.ics")
+
+    # PUT into another calendar first, as a client without MOVE would: refused.
+    status, _, body = await _req(http, dav_server, "PUT", f"{home}work/moving.ics", data)
+    assert status == 403 and b"unique-scheduling-object-resource" in body
+
+    here = dav_server.base + f"{home}work/moved.ics"
+    status, headers, _ = await _req(http, dav_server, "MOVE", CAL + "moving.ics", Destination=here)
+    assert status == 201
+    assert headers["ETag"] == before["ETag"]
+    assert headers["Schedule-Tag"] == before["Schedule-Tag"]
+    assert (await _req(http, dav_server, "GET", CAL + "moving.ics"))[0] == 404
+    status, after, moved = await _req(http, dav_server, "GET", f"{home}work/moved.ics")
+    assert status == 200 and moved == data and after["ETag"] == before["ETag"]
+    assert len(messages(dav_server.store, BOB[0])) == bob_mail  # no invitation, no cancel
+
+    # A rename in the same calendar; Overwrite: F onto an existing name; wrong component;
+    # another user's calendar; a collection that does not exist; a UID already there.
+    other = _event("moving-2", "20260802T090000Z", "20260802T100000Z")
+    assert (await _req(http, dav_server, "PUT", f"{home}work/other.ics", other))[0] == 201
+    status, _, _ = await _req(
+        http, dav_server, "MOVE", f"{home}work/moved.ics",
+        Destination=f"{home}work/renamed.ics",
+    )  # fmt: skip
+    assert status == 201
+    status, _, _ = await _req(
+        http, dav_server, "MOVE", f"{home}work/renamed.ics",
+        Destination=f"{home}work/other.ics", Overwrite="F",
+    )  # fmt: skip
+    assert status == 412
+    status, _, body = await _req(
+        http, dav_server, "MOVE", f"{home}work/renamed.ics", Destination=f"{home}chores/x.ics"
+    )
+    assert status == 403 and b"supported-calendar-component" in body
+    status, _, _ = await _req(
+        http, dav_server, "MOVE", f"{home}work/renamed.ics",
+        Destination="/dav/calendars/bob@example.test/default/stolen.ics",
+    )  # fmt: skip
+    assert status == 403
+    status, _, _ = await _req(
+        http, dav_server, "MOVE", f"{home}work/renamed.ics", Destination=f"{home}nowhere/x.ics"
+    )
+    assert status == 409
+    assert (await _req(http, dav_server, "PUT", CAL + "twin.ics", other))[0] == 201
+    status, _, body = await _req(
+        http, dav_server, "MOVE", CAL + "twin.ics", Destination=f"{home}work/twin.ics"
+    )
+    assert status == 403 and b"no-uid-conflict" in body
+    # Overwrite (the default) replaces: 204, and the replaced name's object is gone.
+    status, _, _ = await _req(
+        http, dav_server, "MOVE", f"{home}work/renamed.ics", Destination=f"{home}work/other.ics"
+    )
+    assert status == 204
+    _, _, replaced = await _req(http, dav_server, "GET", f"{home}work/other.ics")
+    assert b"UID:moving-1" in replaced
+    assert (await _req(http, dav_server, "GET", f"{home}work/renamed.ics"))[0] == 404
+
+
+async def test_move_of_a_vcard(http: aiohttp.ClientSession, dav_server: ApiServer) -> None:
+    card = "BEGIN:VCARD\r\nVERSION:4.0\r\nUID:mover\r\nFN:Mover\r\nEND:VCARD\r\n"
+    assert (await _req(http, dav_server, "PUT", BOOK + "mover.vcf", card))[0] == 201
+    status, _, _ = await _req(
+        http, dav_server, "MOVE", BOOK + "mover.vcf", Destination=BOOK + "moved.vcf"
+    )
+    assert status == 201
+    assert (await _req(http, dav_server, "GET", BOOK + "moved.vcf"))[2] == card.encode()
+    assert (await _req(http, dav_server, "GET", BOOK + "mover.vcf"))[0] == 404

@@ -151,3 +151,39 @@ def test_if_schedule_tag_match_guards_put_and_delete(tmp_path: Path) -> None:
     c.put("m.ics", b"2", uid="M", component="VEVENT", if_schedule_tag=meta.schedule_tag)
     c.delete("m.ics")
     assert c.objects() == []
+
+
+def test_move_to_another_collection_and_within_one(tmp_path: Path) -> None:
+    store = DavStore(tmp_path, "calendars", fsync=False)
+    home, work = store.create("home", {}), store.create("work", {})
+    home.put("a.ics", b"A", uid="A", component="VEVENT", schedule_tag="new")
+    tag = home.get("a.ics").schedule_tag
+    home_sync, work_sync = home.info().sync, work.info().sync
+    moved, created = home.move_to("a.ics", work, "b.ics")
+    assert created and moved.name == "b.ics" and moved.schedule_tag == tag
+    # Seen by another process: gone (with a tombstone) here, there with its UID.
+    again = DavStore(tmp_path, "calendars", fsync=False)
+    assert again.collection("home").objects() == []
+    assert again.collection("home").changes_since(home_sync, home.info().instance)[1] == ["a.ics"]
+    assert again.collection("work").by_uid("A") == moved
+    assert work.read("b.ics")[0] == b"A" and work.info().sync == work_sync + 1
+    # A rename keeps the UID findable under the new name only.
+    work.move_to("b.ics", work, "c.ics")
+    assert [m.name for m in work.objects()] == ["c.ics"]
+    found = again.collection("work").by_uid("A")
+    assert found is not None and found.name == "c.ics"
+    # Preconditions: Overwrite F, If-Match, a UID already in the target, no source.
+    _put(work, "d.ics", "D")
+    with pytest.raises(PreconditionFailed):
+        work.move_to("c.ics", work, "d.ics", overwrite=False)
+    with pytest.raises(PreconditionFailed):
+        work.move_to("c.ics", home, "c.ics", if_match='"nope"')
+    _put(home, "twin.ics", "D")
+    with pytest.raises(AlreadyExists):
+        home.move_to("twin.ics", work, "twin.ics")
+    with pytest.raises(NotFound):
+        home.move_to("missing.ics", work, "x.ics")
+    # Overwrite: the replaced object's UID is no longer indexed.
+    moved, created = work.move_to("c.ics", work, "d.ics")
+    assert not created and [m.uid for m in work.objects()] == ["A"]
+    assert work.by_uid("D") is None

@@ -99,8 +99,8 @@ DAV_CLASSES: Final = (
 # With ``calendar.scheduling`` off nothing is scheduled, so nothing is promised.
 _NO_SCHEDULING: Final = "1, 2, 3, calendar-access, addressbook, extended-mkcol"
 ALLOW: Final = (
-    "OPTIONS, GET, HEAD, PUT, DELETE, POST, PROPFIND, PROPPATCH, REPORT, MKCOL, MKCALENDAR,"
-    " LOCK, UNLOCK"
+    "OPTIONS, GET, HEAD, PUT, DELETE, MOVE, POST, PROPFIND, PROPPATCH, REPORT, MKCOL,"
+    " MKCALENDAR, LOCK, UNLOCK"
 )
 # Largest calendar object or vCard accepted (RFC 4791 max-resource-size).
 MAX_RESOURCE: Final = 1024 * 1024
@@ -953,7 +953,7 @@ async def put(request: web.Request, account: Account, resource: Resource) -> web
         return _precondition(403, condition, ns)
     except QuotaExceeded:
         return _precondition(507, "quota-not-exceeded")
-    except _SchedulingPrecondition as exc:
+    except _CaldavPrecondition as exc:
         return _precondition(403, exc.condition, CALDAV)
     headers: dict[str, str] = {"ETag": meta.etag}
     if prepared and prepared[0].changed:
@@ -967,8 +967,9 @@ async def put(request: web.Request, account: Account, resource: Resource) -> web
     return web.Response(status=201 if created else 204, headers=headers)
 
 
-class _SchedulingPrecondition(Exception):
-    """An RFC 6638 §3.2.4 precondition failed (answered 403 with the CALDAV condition)."""
+class _CaldavPrecondition(Exception):
+    """A CalDAV precondition failed, answered 403 with the condition: RFC 6638 §3.2.4's
+    scheduling ones, or supported-calendar-component on MOVE."""
 
     def __init__(self, condition: str) -> None:
         super().__init__(condition)
@@ -983,7 +984,7 @@ def _same_organizer(calendar: Any) -> None:
         if c.name in ("VEVENT", "VTODO", "VJOURNAL") and c.get("ORGANIZER") is not None
     }
     if len(organizers) > 1:
-        raise _SchedulingPrecondition("same-organizer-in-all-components")
+        raise _CaldavPrecondition("same-organizer-in-all-components")
 
 
 def _unique_scheduling_object(store: DavStore, collection: Collection, uid: str) -> None:
@@ -991,7 +992,7 @@ def _unique_scheduling_object(store: DavStore, collection: Collection, uid: str)
     in all of the user's calendars."""
     for other in store.collections():
         if other.name != collection.name and other.by_uid(uid) is not None:
-            raise _SchedulingPrecondition("unique-scheduling-object-resource")
+            raise _CaldavPrecondition("unique-scheduling-object-resource")
 
 
 async def delete(request: web.Request, account: Account, resource: Resource) -> web.Response:
@@ -1036,6 +1037,71 @@ async def delete(request: web.Request, account: Account, resource: Resource) -> 
         )
         await scheduling.send(itips)
     return web.Response(status=204)
+
+
+async def move(request: web.Request, account: Account, resource: Resource) -> web.Response:
+    """MOVE of a calendar object or vCard to another name or another collection of the same
+    user and kind (RFC 4918 §9.9, RFC 4791 §4.1): how clients move an event between
+    calendars. Collections are not moved. It is not a scheduling change (RFC 6638 §3.2):
+    the object keeps its bytes, ETag and Schedule-Tag, and nobody is mailed."""
+    if resource.type != "object" or resource.inbox:
+        raise ApiError(403, "only calendar objects and vCards can be moved")
+    kind = resource.kind
+    assert kind is not None and resource.collection is not None and resource.name is not None
+    raw = request.headers.get("Destination", "")
+    if not raw:
+        raise ApiError(400, "MOVE needs a Destination header")
+    split = urllib.parse.urlsplit(raw)
+    if split.netloc and split.netloc.lower() != request.host.lower():
+        raise ApiError(502, "the Destination is not on this server")
+    target = resolve(split.path)
+    if target is None or target.type != "object" or target.inbox:
+        raise ApiError(409, "the Destination is not a resource inside a collection")
+    if target.owner != account.address or target.kind != kind:
+        raise ApiError(403, "objects move only between one user's collections of one kind")
+    assert target.collection is not None and target.name is not None
+    replace = request.headers.get("Overwrite", "T").strip().upper()
+    if replace not in ("T", "F"):
+        raise ApiError(400, "Overwrite is T or F")
+    dav = request.app[DAVKEY]
+    store = dav.store(account, kind)
+    try:
+        destination = await asyncio.to_thread(store.collection, target.collection)
+    except NotFound:
+        raise ApiError(409, "the destination collection does not exist") from None
+    source = dav.collection(account, kind, resource.collection)
+    await locking.enforce(request, dav.locks, account, resource, store, members=True)
+    # The destination is changed too; its lock tokens come in the same If header.
+    await locking.enforce(request, dav.locks, account, target, store, members=True)
+
+    def work() -> tuple[ObjectMeta, bool]:
+        if kind == "calendars":
+            meta = source.get(resource.name or "")
+            allowed = destination.info().props.get("components", COMPONENTS)
+            if meta.component not in allowed:
+                raise _CaldavPrecondition("supported-calendar-component")
+        return source.move_to(
+            resource.name or "",
+            destination,
+            target.name or "",
+            overwrite=replace == "T",
+            if_match=request.headers.get("If-Match"),
+            if_schedule_tag=request.headers.get("If-Schedule-Tag-Match"),
+        )
+
+    try:
+        meta, created = await asyncio.to_thread(work)
+    except PreconditionFailed as exc:
+        raise ApiError(412, str(exc)) from None
+    except AlreadyExists:
+        return _precondition(403, "no-uid-conflict", CALDAV if kind == "calendars" else CARDDAV)
+    except _CaldavPrecondition as exc:
+        return _precondition(403, exc.condition, CALDAV)
+    locking.drop(dav.locks, account, resource)
+    headers = {"ETag": meta.etag}
+    if meta.schedule_tag is not None:
+        headers["Schedule-Tag"] = meta.schedule_tag
+    return web.Response(status=201 if created else 204, headers=headers)
 
 
 # -- REPORT ----------------------------------------------------------------------------------
@@ -1364,6 +1430,7 @@ _METHODS: Final[dict[str, Callable[[web.Request, Account, Resource], Any]]] = {
     "HEAD": get,
     "PUT": put,
     "DELETE": delete,
+    "MOVE": move,
     "REPORT": report,
     "POST": post,
 }
