@@ -5,14 +5,16 @@ from __future__ import annotations
 import datetime
 import email.utils
 import importlib
+import json
 from typing import Final
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rmail.store.drive import Entry
+from rmail.store.drive import Entry, Totals
 from rmail.web.davlocks import LockTable
 from rmail.web.drive.base import href_of
+from rmail.web.drive.listing import entry_json, listing_json
 from rmail.web.drive.xml import http_date, iso_date, multistatus
 
 # rmail.web.drive re-exports the handler under the module's name.
@@ -100,3 +102,56 @@ def test_a_multistatus_listing_is_what_each_property_rendered_in_turn_gives(
     assert fast == multistatus(slow)
     if children:
         assert href_of([*parts, children[0].name], children[0].type == "dir") in fast.decode()
+
+
+json_entries = st.builds(
+    Entry,
+    name=names,
+    type=st.sampled_from(["file", "dir"]),
+    size=st.integers(min_value=0, max_value=1 << 70),
+    etag=st.text(),
+    mtime=st.one_of(st.floats(), st.integers(min_value=-(1 << 60), max_value=1 << 60)),
+    content_type=st.text(),
+)
+
+
+@given(json_entries)
+def test_an_entry_in_a_json_listing_is_what_json_dumps_writes(entry: Entry) -> None:
+    assert entry_json(entry) == json.dumps(entry.to_json())
+
+
+@given(st.lists(json_entries, max_size=6), st.lists(json_entries, max_size=6))
+def test_a_json_listing_rendered_again_after_changes_is_rendered_afresh(
+    before: list[Entry], after: list[Entry]
+) -> None:
+    own, total = Totals(1, 2, 3), Totals(4, 5, 6)
+    fragments: dict[str, tuple[Entry, str]] = {}
+    kept = [*before[:3], *after]  # some entries stay the same objects, others are new
+    for entries in (before, kept):
+        body = listing_json("/a b/ü", entries, own, total, fragments)
+        expected = {
+            "path": "/a b/ü",
+            "type": "dir",
+            "self": own.to_json(),
+            "totals": total.to_json(),
+            "children": [e.to_json() for e in entries],
+        }
+        assert body == json.dumps(expected).encode()
+
+
+@given(st.lists(entries, max_size=6), st.lists(entries, max_size=6), st.sampled_from(ASKED))
+@settings(max_examples=200)
+def test_a_multistatus_rendered_again_after_changes_is_rendered_afresh(
+    before: list[Entry], after: list[Entry], asked: tuple[str, list[str]]
+) -> None:
+    table = LockTable()
+    folder = Entry("f", "dir", 0, "", 1.5e9, "")
+    fragments: dict[str, tuple[Entry, str]] = {}
+
+    def quota() -> tuple[int, int | None]:
+        return 1, None
+
+    for children in (before, [*before[:3], *after]):
+        kwargs = {"parts": ["f"], "entry": folder, "children": children, "asked": asked}
+        again = propfind.render("u", table, quota=quota, fragments=fragments, **kwargs)
+        assert again == propfind.render("u", table, quota=quota, **kwargs)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 import urllib.parse
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Final
@@ -50,6 +49,7 @@ from rmail.web.drive.base import (
     require_unlocked,
 )
 from rmail.web.drive.copymove import copy_or_move
+from rmail.web.drive.listing import listing_json
 from rmail.web.drive.lock import lock, unlock
 from rmail.web.drive.propfind import propfind
 from rmail.web.drive.proppatch import proppatch
@@ -125,16 +125,6 @@ def _disposition(name: str) -> str:
     return f"attachment; filename*=UTF-8''{urllib.parse.quote(name, safe='')}"
 
 
-def _listing_json(path: str, entries: list[Entry], own: Any, total: Any) -> dict[str, Any]:
-    return {
-        "path": "/" + "/".join(split_path(path)),
-        "type": "dir",
-        "self": own.to_json(),
-        "totals": total.to_json(),
-        "children": [e.to_json() for e in entries],
-    }
-
-
 async def _get(
     request: web.Request, drive: Drive, path: str, *, shown: str | None = None
 ) -> web.StreamResponse:
@@ -145,13 +135,15 @@ async def _get(
         return await _send_file(request, drive, path, public=shown is not None)
     shown_path = path if shown is None else shown
     version = await asyncio.to_thread(drive.version, path)
-    cache = request.app[DRIVES].rendered
+    services = request.app[DRIVES]
     key = (str(drive.root), path, "json", shown_path)
-    body = cache.get(key, version)
+    body = services.rendered.get(key, version)
     if body is None:
         entries, own, total = await asyncio.to_thread(drive.listing, path)
-        body = json.dumps(_listing_json(shown_path, entries, own, total)).encode()
-        cache.put(key, version, body)
+        fragments = services.fragments.of((str(drive.root), path, "json"))
+        shown = "/" + "/".join(split_path(shown_path))
+        body = listing_json(shown, entries, own, total, fragments)
+        services.rendered.put(key, version, body)
     return web.Response(body=body, content_type="application/json")
 
 

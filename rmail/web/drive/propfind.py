@@ -20,7 +20,7 @@ from aiohttp import web
 from rmail.store.drive import Drive, Entry, split_path
 from rmail.web.davlocks import Lock, LockTable
 from rmail.web.davxml import DAV, MAX_BODY, parse
-from rmail.web.drive.base import DRIVES, href_of, precondition
+from rmail.web.drive.base import DRIVES, Fragments, href_of, precondition
 from rmail.web.drive.xml import (
     ALLPROP_LIVE,
     LIVE,
@@ -81,6 +81,7 @@ async def propfind(request: web.Request, user: str, drive: Drive, path: str) -> 
     children: list[Entry] = []
     if entry.type == "dir" and depth == "1":
         children, _, _ = await asyncio.to_thread(drive.listing, path)
+    services = request.app[DRIVES]
     body = render(
         user,
         table,
@@ -89,6 +90,7 @@ async def propfind(request: web.Request, user: str, drive: Drive, path: str) -> 
         children=children,
         asked=(mode, names),
         quota=_Lazy(drive.quota),
+        fragments=services.fragments.of(key[:3] + key[4:]) if cacheable else None,
     )
     if cacheable:
         cache.put(key, version, body)
@@ -104,8 +106,12 @@ def render(
     children: list[Entry],
     asked: tuple[str, list[str]],
     quota: Callable[[], tuple[int, int | None]],
+    fragments: dict[str, tuple[Entry, str]] | None = None,
 ) -> bytes:
-    """The multistatus of ``entry`` (at ``parts``) and its ``children``."""
+    """The multistatus of ``entry`` (at ``parts``) and its ``children``. ``fragments``:
+    the children's responses rendered before for the same folder and question, reused for
+    the children that are the same objects and filled with the others (only where the
+    answer depends on nothing but the entry: no lock of the user, no quota)."""
     locked = next(table.all(user), None) is not None
     responses = [
         _response(
@@ -122,8 +128,14 @@ def render(
     prefix = escape(href_of(parts, True))
     templates: dict[tuple[bool, bool], ResponseTemplate | None] = {}
     for child in children:
+        if fragments is not None:
+            hit = fragments.get(child.name)
+            if hit is not None and hit[0] is child:
+                responses.append(hit[1])
+                continue
         locks = table.covering(user, (*parts, child.name)) if locked else []
         is_dir = child.type == "dir"
+        text: str | None = None
         if not locks and not child.props:
             kind = (is_dir, bool(child.etag))
             if kind not in templates:
@@ -132,10 +144,9 @@ def render(
             if template is not None:
                 name = child.name
                 link = prefix + (name if _UNRESERVED(name) else quote(name, safe=""))
-                responses.append(plain_response(template, link + "/" if is_dir else link, child))
-                continue
-        responses.append(
-            _response(
+                text = plain_response(template, link + "/" if is_dir else link, child)
+        if text is None:
+            text = _response(
                 [*parts, child.name],
                 child,
                 asked,
@@ -143,7 +154,11 @@ def render(
                 quota=quota,
                 remaining=table.remaining,
             )
-        )
+        if fragments is not None:
+            fragments[child.name] = (child, text)
+        responses.append(text)
+    if fragments is not None:
+        Fragments.trim(fragments, children)
     return multistatus(responses)
 
 
