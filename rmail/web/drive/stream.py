@@ -2,7 +2,7 @@
 
 The loop keeps reading the body while the thread hashes and writes what came before: a
 bounded queue of chunks between them (at most ``QUEUE_CHUNKS`` chunks, each what the
-socket had at the time: a few hundred KB, so a few MB per upload at most; never the whole
+socket had at the time, up to a MB or so: a few MB per upload at most, never the whole
 body). Reading only when the thread asks for the next block, as the drive did before,
 leaves the socket idle while the thread works (aiohttp stops reading a request at 128 KB
 buffered), so the two never overlap.
@@ -24,7 +24,9 @@ __all__ = ["QUEUE_CHUNKS", "pump"]
 
 T = TypeVar("T")
 
-QUEUE_CHUNKS: Final = 32
+# Enough for the reader to run ahead of the writer; 32 let a 512 MB upload grow the
+# server by 28 MB (measured), 4 by 6 MB at the same speed.
+QUEUE_CHUNKS: Final = 4
 _POLL: Final = 0.5  # seconds between the writer's checks that the reader is still there
 
 
