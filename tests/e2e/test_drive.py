@@ -343,3 +343,24 @@ async def test_an_upload_cut_off_by_the_client_leaves_nothing_behind(
         await asyncio.sleep(0.05)
     status, _, _ = await _req(http, drive_server, "GET", "/drive/cut/partial.bin")
     assert status == 404
+
+
+async def test_an_upload_refused_while_the_client_still_sends_is_answered_at_once(
+    drive_server: ApiServer,
+) -> None:
+    import asyncio
+
+    port = drive_server.server.ports["http"]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    auth = _basic(BOB)["Authorization"]
+    writer.write(
+        f"PUT /drive/stalled.bin HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
+        f"Content-Length: {4 * 1024 * 1024}\r\n\r\n".encode()
+    )
+    writer.write(b"s" * 1000)  # then nothing more: the answer must not wait for the rest
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    assert status_line.startswith(b"HTTP/1.1 413")
+    writer.close()
+    await writer.wait_closed()
+    assert _uploads_in_progress(drive_server, BOB) == []

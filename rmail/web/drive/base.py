@@ -73,7 +73,8 @@ class Fragments:
     from. The store keeps an entry object until that child changes, so a listing after a
     change renders the changed entries only (a test of identity per entry)."""
 
-    def __init__(self, folders: int = 64, entries: int = 400_000) -> None:
+    def __init__(self, folders: int = 64, entries: int = 100_000) -> None:
+        # 100,000 multistatus entries are about 40 MB.
         self._folders = folders
         self._entries = entries
         self._data: dict[tuple[str, ...], dict[str, tuple[Entry, str]]] = {}

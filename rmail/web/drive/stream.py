@@ -7,8 +7,8 @@ body). Reading only when the thread asks for the next block, as the drive did be
 leaves the socket idle while the thread works (aiohttp stops reading a request at 128 KB
 buffered), so the two never overlap.
 
-Either side may stop: a writer that fails (quota, precondition) makes the reader stop and
-its exception is raised; a reader that fails (the client went away) makes the writer's
+Either side may stop: a writer that fails (quota, precondition) stops the reader at once
+and its exception is raised; a reader that fails (the client went away) makes the writer's
 chunk iterator raise, so the store removes its temporary file.
 """
 
@@ -67,10 +67,7 @@ async def pump(read: Callable[[], Awaitable[bytes]], write: Callable[[Iterator[b
                 except queue.Empty:
                     break
 
-    worker = asyncio.ensure_future(asyncio.to_thread(run))
-    # When the reader fails first, nobody awaits the writer's BodyAbortedError.
-    worker.add_done_callback(lambda done: done.cancelled() or done.exception())
-    try:
+    async def feed() -> None:
         while not finished.is_set():
             chunk = await read()
             item = chunk or None
@@ -80,9 +77,23 @@ async def pump(read: Callable[[], Awaitable[bytes]], write: Callable[[Iterator[b
                 # The writer is behind: wait for room in a thread, not on the loop.
                 await asyncio.to_thread(_put_unless, chunks, item, finished)
             if item is None:
-                break
+                return
+
+    worker = asyncio.ensure_future(asyncio.to_thread(run))
+    # When the reader fails first, nobody awaits the writer's BodyAbortedError.
+    worker.add_done_callback(lambda done: done.cancelled() or done.exception())
+    reader = asyncio.ensure_future(feed())
+    try:
+        await asyncio.wait((reader, worker), return_when=asyncio.FIRST_COMPLETED)
+        if reader.done():
+            reader.result()  # the client went away: raise that
+        else:
+            # The writer stopped first (it failed, e.g. over quota): answer now rather
+            # than when the client sends more.
+            reader.cancel()
     except BaseException:
         aborted.set()
+        reader.cancel()
         raise
     return await worker
 
