@@ -827,9 +827,8 @@ _ENTRY_SLOTS: Final = tuple(
 def _entry(name: str, child: dict[str, Any]) -> Entry:
     # Called for every child of a folder listed: no conversions of what the index holds
     # (it is this module's own JSON), one dict lookup per field, and the frozen
-    # dataclass's slots set through their descriptors (a third of the cost of its
-    # __init__, which goes through object.__setattr__ for each field: 10,000 entries
-    # in 7 ms instead of 12).
+    # dataclass's slots set through their descriptors rather than by its __init__, which
+    # goes through object.__setattr__ for each field: 10,000 entries in 7 ms, not 12.
     set_name, set_type, set_size, set_etag, set_mtime, set_type_of, set_props = _ENTRY_SLOTS
     entry = object.__new__(Entry)
     set_name(entry, name)

@@ -155,8 +155,8 @@ async def _put(
     if existing is not None and not allow_update:
         raise ApiError(403, "this share does not allow changing files")
     try:
-        # What has arrived, as it arrives (joining it into bigger blocks here cost more
-        # than it saved: a fresh multi-MB buffer per block).
+        # What has arrived, as it arrives: joining it into bigger blocks, here or in the
+        # writer, cost more CPU (docs/performance.md, Drive).
         entry, created = await pump(
             request.content.readany,
             lambda chunks: drive.write(
