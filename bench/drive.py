@@ -19,14 +19,17 @@ Servers (each in its own process on 127.0.0.1, started and stopped by this scrip
    disk, with a user and password, the same files.
 
 Workload, the same for both: one PUT of a ``--size-mb`` file streamed from disk, one GET of
-it streamed to a file on the same disk, each ``--repeat`` times (best and worst shown); a
-listing of the ``--files`` folder (rmail: JSON ``GET`` and XML ``PROPFIND Depth: 1``;
-rclone: ``PROPFIND Depth: 1``), 10 times (median). The limit is ``cp`` of the same file on
-the same disk, followed by an fsync of the copy when rmail fsyncs (``--no-fsync``: plain
-``cp``). Before every timed step the disk is synced (untimed), so no step pays for the
-writeback of the one before. Peak RSS of the server is sampled every 20 ms during the
-transfers and compared with its RSS before them: it should stay flat (bodies stream,
-nothing holds a whole file).
+it streamed to a file on the same disk, each ``--repeat`` times (best and worst shown), with
+``curl`` (a separate process, as users run it; the target is measured with it) and with
+aiohttp in this process (``--client`` picks one); a listing of the ``--files`` folder (rmail:
+JSON ``GET`` and XML ``PROPFIND Depth: 1``; rclone: ``PROPFIND Depth: 1``): the first (the
+server has not read the folder since it started), the median of 10 more, and the median of
+10 listings each right after a small PUT into the folder (what a client syncing the folder
+sees). The limit is ``cp`` of the same file on the same disk, followed by an fsync of the
+copy when rmail fsyncs (``--no-fsync``: plain ``cp``). Before every timed transfer the disk
+is synced (untimed), so no step pays for the writeback of the one before. Peak RSS of the
+server is sampled every 20 ms during the transfers and compared with its RSS before them: it
+should stay flat (bodies stream, nothing holds a whole file).
 
 Output is Markdown on stdout: machine, table with ratios, targets (transfers at least 50 %
 of ``cp``, listing under 50 ms) and the CPU seconds of every other process on the machine
@@ -234,8 +237,9 @@ async def start_rclone(work: Path, args: argparse.Namespace) -> Server:
 
 @dataclass
 class Figures:
-    upload_s: list[float] = field(default_factory=list)
-    download_s: list[float] = field(default_factory=list)
+    # Seconds per transfer, by client ("curl", "aiohttp").
+    upload_s: dict[str, list[float]] = field(default_factory=dict)
+    download_s: dict[str, list[float]] = field(default_factory=dict)
     list_ms: dict[str, float] = field(default_factory=dict)
     rss_before_mb: float = 0.0
     rss_peak_mb: float = 0.0
@@ -269,36 +273,68 @@ def _auth() -> dict[str, str]:
 async def transfers(
     server: Server, source: Path, work: Path, args: argparse.Namespace, figures: Figures
 ) -> None:
-    size = args.size_mb * CHUNK
-    timeout = aiohttp.ClientTimeout(total=3600)
-    async with aiohttp.ClientSession(headers=_auth(), timeout=timeout) as http:
+    for client in args.clients:
         for i in range(args.repeat):
             url = server.base + f"big-{i}.bin"
-            say(f"{server.name}: PUT {size >> 20} MB ({i + 1}/{args.repeat})")
+            say(f"{server.name}: PUT {args.size_mb} MB with {client} ({i + 1}/{args.repeat})")
             await asyncio.to_thread(os.sync)  # no writeback of earlier steps in the figure
-            with source.open("rb") as f:
-                t0 = time.perf_counter()
-                async with http.put(url, data=f, headers={"Content-Length": str(size)}) as r:
-                    await r.read()
-                    if r.status not in (200, 201, 204):
-                        raise RuntimeError(f"{server.name} PUT answered {r.status}")
-                figures.upload_s.append(time.perf_counter() - t0)
-            say(f"{server.name}: GET ({i + 1}/{args.repeat})")
+            seconds = await (_put_curl if client == "curl" else _put_aiohttp)(url, source)
+            figures.upload_s.setdefault(client, []).append(seconds)
+            say(f"{server.name}: GET with {client} ({i + 1}/{args.repeat})")
             target = work / f"down-{server.name}.bin"
             await asyncio.to_thread(os.sync)
-            t0 = time.perf_counter()
-            got = 0
-            async with http.get(url) as r:
-                with target.open("wb") as out:
-                    async for chunk in r.content.iter_chunked(CHUNK):
-                        got += len(chunk)
-                        out.write(chunk)
-            figures.download_s.append(time.perf_counter() - t0)
+            get = _get_curl if client == "curl" else _get_aiohttp
+            seconds = await get(url, target)
+            figures.download_s.setdefault(client, []).append(seconds)
+            got = target.stat().st_size
             target.unlink()
-            if got != size:
-                raise RuntimeError(f"{server.name} GET gave {got} bytes of {size}")
-            async with http.delete(url) as r:
+            if got != args.size_mb * CHUNK:
+                raise RuntimeError(f"{server.name} GET gave {got} bytes")
+            async with aiohttp.ClientSession(headers=_auth()) as http, http.delete(url) as r:
                 await r.read()
+
+
+async def _curl(*args: str) -> float:
+    """Run curl (quiet, failing on an HTTP error); returns its wall time."""
+    t0 = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        "curl", "-sS", "--fail", "-u", f"{USER}:{PASSWORD}", *args
+    )
+    if await proc.wait() != 0:
+        raise RuntimeError(f"curl {' '.join(args)} failed")
+    return time.perf_counter() - t0
+
+
+async def _put_curl(url: str, source: Path) -> float:
+    return await _curl("-T", str(source), "-o", "/dev/null", url)
+
+
+async def _get_curl(url: str, target: Path) -> float:
+    return await _curl("-o", str(target), url)
+
+
+async def _put_aiohttp(url: str, source: Path) -> float:
+    timeout = aiohttp.ClientTimeout(total=3600)
+    size = source.stat().st_size  # noqa: ASYNC240 (before the timed part)
+    async with aiohttp.ClientSession(headers=_auth(), timeout=timeout) as http:
+        with source.open("rb") as f:
+            t0 = time.perf_counter()
+            async with http.put(url, data=f, headers={"Content-Length": str(size)}) as r:
+                await r.read()
+                if r.status not in (200, 201, 204):
+                    raise RuntimeError(f"PUT answered {r.status}")
+            return time.perf_counter() - t0
+
+
+async def _get_aiohttp(url: str, target: Path) -> float:
+    timeout = aiohttp.ClientTimeout(total=3600)
+    async with aiohttp.ClientSession(headers=_auth(), timeout=timeout) as http:
+        t0 = time.perf_counter()
+        async with http.get(url) as r:
+            with target.open("wb") as out:
+                async for chunk in r.content.iter_chunked(CHUNK):
+                    out.write(chunk)
+        return time.perf_counter() - t0
 
 
 async def listings(server: Server, figures: Figures) -> None:
@@ -323,6 +359,20 @@ async def listings(server: Server, figures: Figures) -> None:
             figures.list_ms[f"{label}, first"] = times[0] * 1000
             figures.list_ms[f"{label}, repeated"] = statistics.median(times[1:]) * 1000
             say(f"{server.name}: {label} of the folder: {len(data):,} bytes")
+            # A client that lists a folder after each change in it (a sync client): one
+            # small PUT into the folder (untimed), then the listing.
+            changed = []
+            for i in range(LISTINGS):
+                async with http.put(url + f"{method}-{i}.txt", data=b"changed") as r:
+                    await r.read()
+                    if r.status not in (200, 201, 204):
+                        raise RuntimeError(f"{server.name} PUT answered {r.status}")
+                body = PROPFIND_BODY if method == "PROPFIND" else None
+                t0 = time.perf_counter()
+                async with http.request(method, url, data=body, headers={"Depth": "1"}) as r:
+                    await r.read()
+                changed.append(time.perf_counter() - t0)
+            figures.list_ms[f"{label}, after a change"] = statistics.median(changed) * 1000
 
 
 def cp_limit(source: Path, work: Path, fsync: bool, repeat: int) -> list[float]:
@@ -382,19 +432,21 @@ def report(
     r, c = results.get("rmail"), results.get("rclone")
     cp_rate = [mb / s for s in cp]
     verdicts = []
-    for label, attr in (("upload (PUT) MB/s", "upload_s"), ("download (GET) MB/s", "download_s")):
-        rr = [mb / s for s in getattr(r, attr)] if r else []
-        cr = [mb / s for s in getattr(c, attr)] if c else []
-        ratio = max(rr) / max(cp_rate) if rr else None
-        vs = max(rr) / max(cr) if rr and cr else None
-        out.append(
-            f"| {label} | {_range(rr) if rr else '-'} | {_range(cr) if cr else '-'} | "
-            f"{_range(cp_rate)} | {f'{ratio:.0%}' if ratio else '-'} | "
-            f"{f'{vs:.2f}x' if vs else '-'} |"
-        )
-        if ratio is not None:
-            ok = ratio >= TARGET_RATIO
-            verdicts.append(f"{label}: {ratio:.0%} of cp: {'met' if ok else '**missed**'}")
+    for client in args.clients:
+        for verb, attr in (("upload (PUT)", "upload_s"), ("download (GET)", "download_s")):
+            label = f"{verb} MB/s, {client}"
+            rr = [mb / s for s in getattr(r, attr).get(client, [])] if r else []
+            cr = [mb / s for s in getattr(c, attr).get(client, [])] if c else []
+            ratio = max(rr) / max(cp_rate) if rr else None
+            vs = max(rr) / max(cr) if rr and cr else None
+            out.append(
+                f"| {label} | {_range(rr) if rr else '-'} | {_range(cr) if cr else '-'} | "
+                f"{_range(cp_rate)} | {f'{ratio:.0%}' if ratio else '-'} | "
+                f"{f'{vs:.2f}x' if vs else '-'} |"
+            )
+            if ratio is not None and client == "curl":  # the target is for a real client
+                ok = ratio >= TARGET_RATIO
+                verdicts.append(f"{label}: {ratio:.0%} of cp: {'met' if ok else '**missed**'}")
     labels = list(dict.fromkeys([*(r.list_ms if r else {}), *(c.list_ms if c else {})]))
     for label in labels:
         rv = r.list_ms.get(label) if r else None
@@ -439,11 +491,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="64 MB and 2,000 files")
     parser.add_argument("--no-fsync", action="store_true", help="rmail with store.fsync false")
     parser.add_argument("--only", choices=("rmail", "rclone"), help="run one server")
+    parser.add_argument(
+        "--client",
+        choices=("curl", "aiohttp", "both"),
+        default="both",
+        help="transfer client: curl (the target's), aiohttp in this process, or both",
+    )
+    parser.add_argument("--no-transfers", action="store_true", help="listings only")
     parser.add_argument("--tmp", help="where the temp dir goes (default: the system's)")
     parser.add_argument("--json", help="also write the figures as JSON to this path")
     args = parser.parse_args(argv)
     if args.quick:
         args.size_mb, args.files = 64, 2000
+    args.clients = ["curl", "aiohttp"] if args.client == "both" else [args.client]
+    if args.no_transfers:
+        args.clients = []
     return args
 
 

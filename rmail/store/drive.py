@@ -36,6 +36,7 @@ are reserved; a path has at most 64 components.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import mimetypes
@@ -123,7 +124,11 @@ class _Folder:
     children: dict[str, dict[str, Any]]
     props: dict[str, str]
     generation: int = 0
-    listed: list[Entry] | None = None  # the children as sorted entries, built when asked
+    # The children as entries sorted by name, built when first asked for and then kept up
+    # to date record by record (with ``names``, the same order), so a listing after a
+    # change costs a bisection, not 10,000 new entries.
+    listed: list[Entry] | None = None
+    names: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, data: Any) -> _Folder:
@@ -159,7 +164,8 @@ class _Folder:
                 self.children.pop(name, None)
             else:
                 self.children[name] = child
-            self.listed = None
+            if self.listed is not None:
+                self._relist(name, child)
         elif kind == "t":
             self.total = self.total + Totals(int(record[1]), int(record[2]), int(record[3]))
         elif kind == "p":
@@ -168,10 +174,28 @@ class _Folder:
             raise TemporaryFailure(f"unknown drive index record {kind!r}")
 
     def entries(self) -> list[Entry]:
+        """The children, sorted by name (the list is kept: copy it to hand it out)."""
         if self.listed is None:
             children = self.children  # sorted names, not items: no 10,000 tuples for the GC
-            self.listed = [_entry(name, children[name]) for name in sorted(children)]
+            self.names = sorted(children)
+            self.listed = [_entry(name, children[name]) for name in self.names]
         return self.listed
+
+    def _relist(self, name: str, child: dict[str, Any] | None) -> None:
+        """Bring ``listed`` up to date with one child stored or removed."""
+        names, listed = self.names, self.listed
+        assert listed is not None
+        at = bisect.bisect_left(names, name)
+        present = at < len(names) and names[at] == name
+        if child is None:
+            if present:
+                del names[at]
+                del listed[at]
+        elif present:
+            listed[at] = _entry(name, child)
+        else:
+            names.insert(at, name)
+            listed.insert(at, _entry(name, child))
 
 
 def split_path(path: str) -> list[str]:
@@ -793,19 +817,29 @@ def _chunks(f: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
+# The slots of Entry, set straight (see _entry).
+_ENTRY_SLOTS: Final = tuple(
+    Entry.__dict__[name].__set__
+    for name in ("name", "type", "size", "etag", "mtime", "content_type", "props")
+)
+
+
 def _entry(name: str, child: dict[str, Any]) -> Entry:
     # Called for every child of a folder listed: no conversions of what the index holds
-    # (it is this module's own JSON), one dict lookup per field.
+    # (it is this module's own JSON), one dict lookup per field, and the frozen
+    # dataclass's slots set through their descriptors rather than by its __init__, which
+    # goes through object.__setattr__ for each field: 10,000 entries in 7 ms, not 12.
+    set_name, set_type, set_size, set_etag, set_mtime, set_type_of, set_props = _ENTRY_SLOTS
+    entry = object.__new__(Entry)
+    set_name(entry, name)
+    set_type(entry, child["type"])
+    set_size(entry, child.get("size", 0))
+    set_etag(entry, child.get("etag", ""))
+    set_mtime(entry, child.get("mtime", 0.0))
+    set_type_of(entry, child.get("content_type", ""))
     props = child.get("props")
-    return Entry(
-        name,
-        child["type"],
-        child.get("size", 0),
-        child.get("etag", ""),
-        child.get("mtime", 0.0),
-        child.get("content_type", ""),
-        dict(props) if props else {},
-    )
+    set_props(entry, dict(props) if props else {})
+    return entry
 
 
 def _direct(child: dict[str, Any] | None) -> Totals:

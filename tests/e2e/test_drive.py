@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -53,8 +54,8 @@ async def _req(
 ) -> tuple[int, Mapping[str, str], Any]:
     sent = {**_basic(who), **(headers or {})}
     kwargs: dict[str, Any] = {"headers": sent, "allow_redirects": False}
-    if isinstance(body, (bytes, str)):
-        kwargs["data"] = body
+    if isinstance(body, (bytes, str)) or hasattr(body, "__aiter__"):
+        kwargs["data"] = body  # an async iterator: sent chunked
     elif body is not None:
         kwargs["json"] = body
     async with http.request(method, url or server.base + path, **kwargs) as response:
@@ -275,3 +276,91 @@ async def test_concurrent_uploads_keep_totals_exact(
     _, _, listing = await _req(http, s, "GET", "/drive/race/")
     assert listing["self"] == {"files": 30, "dirs": 0, "bytes": sum(range(1, 31))}
     assert listing["totals"] == listing["self"]
+
+
+def _uploads_in_progress(server: ApiServer, who: tuple[str, str]) -> list[Path]:
+    files = server.store.accounts.user_dir(who[0]) / "drive" / "files"
+    return list(files.rglob("*.upload.tmp"))
+
+
+async def test_a_streamed_upload_has_the_sha256_of_its_bytes_as_etag(
+    http: aiohttp.ClientSession, drive_server: ApiServer, tmp_path: Path
+) -> None:
+    data = os.urandom(9 * 1024 * 1024 + 5)
+    expected = '"' + hashlib.sha256(data).hexdigest()[:40] + '"'
+
+    async def body() -> AsyncIterator[bytes]:  # chunked: no Content-Length
+        for at in range(0, len(data), 100_000):
+            yield data[at : at + 100_000]
+
+    status, headers, entry = await _req(http, drive_server, "PUT", "/drive/hash/a.bin", body())
+    assert status == 201 and headers["ETag"] == expected and entry["etag"] == expected
+    source = tmp_path / "b.bin"
+    source.write_bytes(data)
+    auth = f"{ALICE[0]}:{ALICE[1]}"
+    put = _curl("-u", auth, "-T", str(source), f"{drive_server.base}/drive/hash/b.bin", "-i")
+    assert f"ETag: {expected}".encode() in put.stdout
+    status, headers, back = await _req(http, drive_server, "GET", "/drive/hash/b.bin")
+    assert back == data and headers["ETag"] == expected
+
+
+async def test_an_upload_over_quota_without_a_length_stops_with_413(
+    http: aiohttp.ClientSession, drive_server: ApiServer
+) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(40):
+            yield b"q" * 100_000  # 4 MB against Bob's 1 MB
+
+    status, _, answer = await _req(http, drive_server, "PUT", "/drive/over.bin", body(), who=BOB)
+    assert status == 413 and "quota" in answer["error"]
+    assert _uploads_in_progress(drive_server, BOB) == []
+    _, _, listing = await _req(http, drive_server, "GET", "/drive/", who=BOB)
+    assert listing["children"] == []
+
+
+async def test_an_upload_cut_off_by_the_client_leaves_nothing_behind(
+    http: aiohttp.ClientSession, drive_server: ApiServer
+) -> None:
+    import asyncio
+
+    port = drive_server.server.ports["http"]
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    auth = _basic(ALICE)["Authorization"]
+    writer.write(
+        f"PUT /drive/cut/partial.bin HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
+        f"Content-Length: {10 * 1024 * 1024}\r\n\r\n".encode()
+    )
+    writer.write(b"p" * (2 * 1024 * 1024))
+    await writer.drain()
+    deadline = time.monotonic() + 10
+    while not _uploads_in_progress(drive_server, ALICE):  # the writer thread has started
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    writer.close()
+    await writer.wait_closed()
+    while _uploads_in_progress(drive_server, ALICE):  # it notices and removes its file
+        assert time.monotonic() < deadline, "the temporary file stayed"
+        await asyncio.sleep(0.05)
+    status, _, _ = await _req(http, drive_server, "GET", "/drive/cut/partial.bin")
+    assert status == 404
+
+
+async def test_an_upload_refused_while_the_client_still_sends_is_answered_at_once(
+    drive_server: ApiServer,
+) -> None:
+    import asyncio
+
+    port = drive_server.server.ports["http"]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    auth = _basic(BOB)["Authorization"]
+    writer.write(
+        f"PUT /drive/stalled.bin HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
+        f"Content-Length: {4 * 1024 * 1024}\r\n\r\n".encode()
+    )
+    writer.write(b"s" * 1000)  # then nothing more: the answer must not wait for the rest
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    assert status_line.startswith(b"HTTP/1.1 413")
+    writer.close()
+    await writer.wait_closed()
+    assert _uploads_in_progress(drive_server, BOB) == []

@@ -215,6 +215,47 @@ def test_a_fresh_drive_sees_what_the_journal_holds(tmp_path: Path) -> None:
     assert reader.usage() == 4
 
 
+def _listed(drive: Drive, path: str) -> list[tuple[object, ...]]:
+    return [
+        (e.name, e.type, e.size, e.etag, e.mtime, e.content_type, e.props)
+        for e in drive.listing(path)[0]
+    ]
+
+
+def test_a_listing_kept_up_to_date_change_by_change_is_the_one_read_from_disk(
+    tmp_path: Path,
+) -> None:
+    drive = Drive(tmp_path, fsync=False, journal_max=7)  # compactions on the way too
+    other = Drive(tmp_path, fsync=False)  # another process: the first replays its records
+    for i in range(20):
+        drive.write(f"d/f{i:02d}", [b"x" * i])
+    kept = drive.listing("d")[0]
+    steps = [
+        lambda: drive.write("d/f05", [b"changed"]),
+        lambda: other.write("d/a-first", [b"1"]),
+        lambda: other.write("d/zz-last", [b"2"]),
+        lambda: drive.delete("d/f00"),
+        lambda: other.delete("d/f19"),
+        lambda: drive.move("d/f07", "d/f07-moved"),
+        lambda: other.move("d/f08", "elsewhere/f08"),
+        lambda: drive.mkdir("d/sub"),
+        lambda: drive.set_props("d/f09", [("{urn:x}p", "<p/>")]),
+        lambda: other.copy("d/f10", "d/f10-copy"),
+        lambda: drive.delete("d/sub"),
+        lambda: other.write("d/f11", [b"again"]),
+    ]
+    for step in steps:
+        step()
+        assert _listed(drive, "d") == _listed(Drive(tmp_path, fsync=False), "d")
+        assert _listed(other, "d") == _listed(drive, "d")
+    now = {e.name: e for e in drive.listing("d")[0]}
+    # Children that did not change keep their entry objects (the web layer's fragments
+    # rely on it); changed ones are new.
+    assert now["f12"] is next(e for e in kept if e.name == "f12")
+    assert now["f05"] is not next(e for e in kept if e.name == "f05")
+    _check_all(drive)
+
+
 def test_a_torn_last_journal_line_is_ignored_then_cut(tmp_path: Path) -> None:
     drive = Drive(tmp_path, fsync=False)
     drive.write("d/f", [b"abc"])

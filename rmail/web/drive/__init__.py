@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 import urllib.parse
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 from aiohttp import hdrs, web
@@ -50,15 +49,16 @@ from rmail.web.drive.base import (
     require_unlocked,
 )
 from rmail.web.drive.copymove import copy_or_move
+from rmail.web.drive.listing import listing_json
 from rmail.web.drive.lock import lock, unlock
 from rmail.web.drive.propfind import propfind
 from rmail.web.drive.proppatch import proppatch
+from rmail.web.drive.stream import pump
 from rmail.web.http import ApiError, field, json_body
 
 __all__ = ["setup"]
 
 CHUNK: Final = 256 * 1024
-UPLOAD_BLOCK: Final = 1024 * 1024  # what a PUT hands the writer thread at a time
 _ACTIVE_TYPES: Final = (
     "text/html",
     "image/svg+xml",
@@ -75,17 +75,6 @@ DAV_HEADERS: Final = {"DAV": "1, 2", "MS-Author-Via": "DAV", "Allow": ALLOW}
 
 
 # -- streaming helpers -----------------------------------------------------------------------
-
-
-def _pull(
-    loop: asyncio.AbstractEventLoop, read: Callable[[], Coroutine[Any, Any, bytes]]
-) -> Iterator[bytes]:
-    """From a worker thread: the chunks an async reader gives, one at a time."""
-    while True:
-        chunk: bytes = asyncio.run_coroutine_threadsafe(read(), loop).result()
-        if not chunk:
-            return
-        yield chunk
 
 
 class _ContentFile(web.FileResponse):
@@ -125,16 +114,6 @@ def _disposition(name: str) -> str:
     return f"attachment; filename*=UTF-8''{urllib.parse.quote(name, safe='')}"
 
 
-def _listing_json(path: str, entries: list[Entry], own: Any, total: Any) -> dict[str, Any]:
-    return {
-        "path": "/" + "/".join(split_path(path)),
-        "type": "dir",
-        "self": own.to_json(),
-        "totals": total.to_json(),
-        "children": [e.to_json() for e in entries],
-    }
-
-
 async def _get(
     request: web.Request, drive: Drive, path: str, *, shown: str | None = None
 ) -> web.StreamResponse:
@@ -145,13 +124,15 @@ async def _get(
         return await _send_file(request, drive, path, public=shown is not None)
     shown_path = path if shown is None else shown
     version = await asyncio.to_thread(drive.version, path)
-    cache = request.app[DRIVES].rendered
+    services = request.app[DRIVES]
     key = (str(drive.root), path, "json", shown_path)
-    body = cache.get(key, version)
+    body = services.rendered.get(key, version)
     if body is None:
         entries, own, total = await asyncio.to_thread(drive.listing, path)
-        body = json.dumps(_listing_json(shown_path, entries, own, total)).encode()
-        cache.put(key, version, body)
+        fragments = services.fragments.of((str(drive.root), path, "json"))
+        shown = "/" + "/".join(split_path(shown_path))
+        body = listing_json(shown, entries, own, total, fragments)
+        services.rendered.put(key, version, body)
     return web.Response(body=body, content_type="application/json")
 
 
@@ -173,31 +154,18 @@ async def _put(
         raise ApiError(403, "this share does not allow creating files")
     if existing is not None and not allow_update:
         raise ApiError(403, "this share does not allow changing files")
-    loop = asyncio.get_running_loop()
-
-    async def read() -> bytes:
-        # Up to UPLOAD_BLOCK of what has arrived: one hop to the writer thread per block
-        # instead of one per socket read.
-        parts: list[bytes] = []
-        size = 0
-        while size < UPLOAD_BLOCK:
-            chunk = await request.content.readany()
-            if not chunk:
-                break
-            parts.append(chunk)
-            size += len(chunk)
-        return b"".join(parts)
-
-    chunks = _pull(loop, read)
     try:
-        entry, created = await asyncio.to_thread(
-            lambda: drive.write(
+        # What has arrived, as it arrives: joining it into bigger blocks, here or in the
+        # writer, cost more CPU (docs/performance.md, Drive).
+        entry, created = await pump(
+            request.content.readany,
+            lambda chunks: drive.write(
                 path,
                 chunks,
                 if_match=if_match,
                 if_none_match=if_none_match,
                 size_hint=request.content_length,
-            )
+            ),
         )
     except AlreadyExists:
         raise ApiError(412, "the file exists (If-None-Match: *)") from None
@@ -216,7 +184,6 @@ async def _upload(
         raise ApiError(400, "send multipart/form-data, or ?action=mkdir")
     reader = await request.multipart()
     stored: list[dict[str, Any]] = []
-    loop = asyncio.get_running_loop()
     base = split_path(path)
     while True:
         part = await reader.next()
@@ -233,22 +200,19 @@ async def _upload(
                 pass
             else:
                 raise ApiError(403, "this share does not allow changing files")
-        entry = await _store_part(loop, drive, target, part)
+        entry = await _store_part(drive, target, part)
         stored.append({"path": "/" + target, **entry.to_json()})
     if not stored:
         raise ApiError(400, "no file in the upload (parts need a filename)")
     return web.json_response({"stored": stored}, status=201)
 
 
-async def _store_part(
-    loop: asyncio.AbstractEventLoop, drive: Drive, target: str, part: Any
-) -> Entry:
+async def _store_part(drive: Drive, target: str, part: Any) -> Entry:
     async def read() -> bytes:
         chunk: bytes = await part.read_chunk(CHUNK)
         return chunk
 
-    chunks = _pull(loop, read)
-    entry, _ = await asyncio.to_thread(drive.write, target, chunks)
+    entry, _ = await pump(read, lambda chunks: drive.write(target, chunks))
     return entry
 
 

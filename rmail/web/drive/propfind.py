@@ -8,31 +8,39 @@ Depth 0 or 1; infinity (also the default when no Depth is sent) is refused with 
 from __future__ import annotations
 
 import asyncio
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any, Final
+from urllib.parse import quote
+from xml.sax.saxutils import escape
 
 from aiohttp import web
 
 from rmail.store.drive import Drive, Entry, split_path
-from rmail.web.davlocks import Lock
+from rmail.web.davlocks import Lock, LockTable
 from rmail.web.davxml import DAV, MAX_BODY, parse
-from rmail.web.drive.base import DRIVES, href_of, precondition
+from rmail.web.drive.base import DRIVES, Fragments, href_of, precondition
 from rmail.web.drive.xml import (
     ALLPROP_LIVE,
     LIVE,
     QUOTA_AVAILABLE,
     QUOTA_USED,
+    ResponseTemplate,
     empty_prop,
     live_prop,
     multistatus,
+    plain_response,
     response,
+    response_template,
 )
 from rmail.web.http import ApiError
 
-__all__ = ["propfind", "read_body"]
+__all__ = ["propfind", "read_body", "render"]
 
 _QUOTA: Final = frozenset((QUOTA_AVAILABLE, QUOTA_USED))
+# Names that urllib.parse.quote(name, safe="") leaves as they are (RFC 3986 §2.3).
+_UNRESERVED: Final = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -70,21 +78,88 @@ async def propfind(request: web.Request, user: str, drive: Drive, path: str) -> 
         return _multistatus_response(cached)
     entry = await asyncio.to_thread(drive.stat, path)
     parts = split_path(path)
-    targets: list[tuple[list[str], Entry]] = [(parts, entry)]
+    children: list[Entry] = []
     if entry.type == "dir" and depth == "1":
         children, _, _ = await asyncio.to_thread(drive.listing, path)
-        targets += [([*parts, child.name], child) for child in children]
-    quota = _Lazy(drive.quota)
-    responses = []
-    for p, e in targets:
-        locks = table.covering(user, tuple(p))
-        responses.append(
-            _response(p, e, (mode, names), locks=locks, quota=quota, remaining=table.remaining)
-        )
-    body = multistatus(responses)
+    services = request.app[DRIVES]
+    body = render(
+        user,
+        table,
+        parts=parts,
+        entry=entry,
+        children=children,
+        asked=(mode, names),
+        quota=_Lazy(drive.quota),
+        fragments=services.fragments.of(key[:3] + key[4:]) if cacheable else None,
+    )
     if cacheable:
         cache.put(key, version, body)
     return _multistatus_response(body)
+
+
+def render(
+    user: str,
+    table: LockTable,
+    *,
+    parts: list[str],
+    entry: Entry,
+    children: list[Entry],
+    asked: tuple[str, list[str]],
+    quota: Callable[[], tuple[int, int | None]],
+    fragments: dict[str, tuple[Entry, str]] | None = None,
+) -> bytes:
+    """The multistatus of ``entry`` (at ``parts``) and its ``children``. ``fragments``:
+    the children's responses rendered before for the same folder and question, reused for
+    the children that are the same objects and filled with the others (only where the
+    answer depends on nothing but the entry: no lock of the user, no quota)."""
+    locked = next(table.all(user), None) is not None
+    responses = [
+        _response(
+            parts,
+            entry,
+            asked,
+            locks=table.covering(user, tuple(parts)) if locked else [],
+            quota=quota,
+            remaining=table.remaining,
+        )
+    ]
+    # The children through one template per kind (most have no dead property and no
+    # lock): a 10,000-entry folder renders in a few milliseconds.
+    prefix = escape(href_of(parts, True))
+    templates: dict[tuple[bool, bool], ResponseTemplate | None] = {}
+    for child in children:
+        if fragments is not None:
+            hit = fragments.get(child.name)
+            if hit is not None and hit[0] is child:
+                responses.append(hit[1])
+                continue
+        locks = table.covering(user, (*parts, child.name)) if locked else []
+        is_dir = child.type == "dir"
+        text: str | None = None
+        if not locks and not child.props:
+            kind = (is_dir, bool(child.etag))
+            if kind not in templates:
+                templates[kind] = response_template(asked, *kind)
+            template = templates[kind]
+            if template is not None:
+                name = child.name
+                link = prefix + (name if _UNRESERVED(name) else quote(name, safe=""))
+                text = plain_response(template, link + "/" if is_dir else link, child)
+        if text is None:
+            text = _response(
+                [*parts, child.name],
+                child,
+                asked,
+                locks=locks,
+                quota=quota,
+                remaining=table.remaining,
+            )
+        if fragments is not None:
+            fragments[child.name] = (child, text)
+        responses.append(text)
+    if fragments is not None:
+        Fragments.trim(fragments, children)
+    return multistatus(responses)
 
 
 def _multistatus_response(body: bytes) -> web.Response:

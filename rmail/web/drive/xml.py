@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import operator
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
-from typing import Final
+from dataclasses import dataclass
+from typing import Any, Final
 from xml.sax.saxutils import escape
 
 from rmail.store.drive import Entry
@@ -23,11 +26,16 @@ __all__ = [
     "LIVE",
     "QUOTA_AVAILABLE",
     "QUOTA_USED",
+    "ResponseTemplate",
     "empty_prop",
+    "http_date",
+    "iso_date",
     "live_prop",
     "lockdiscovery",
     "multistatus",
+    "plain_response",
     "response",
+    "response_template",
     "supportedlock",
 ]
 
@@ -59,13 +67,57 @@ ALLPROP_LIVE: Final = tuple(
 LIVE: Final = frozenset((*ALLPROP_LIVE, QUOTA_USED, QUOTA_AVAILABLE))
 
 
-def _http_date(ts: float) -> str:
-    return email.utils.formatdate(ts, usegmt=True)
+_DAYS: Final = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                  "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")  # fmt: skip
 
 
-def _iso_date(ts: float) -> str:
-    moment = datetime.datetime.fromtimestamp(ts, tz=datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+_TWO: Final = tuple(f"{n:02d}" for n in range(60))
+_DAY_TEXT: dict[int, tuple[str, str]] = {}  # day since 1970 -> both formats' date parts
+
+
+def _day_and_time(ts: float) -> tuple[tuple[str, str], str] | None:
+    """The date parts (HTTP, ISO) and ``HH:MM:SS`` of ``ts``, or None where only
+    ``datetime`` gets it right: it rounds to the microsecond (so a time within a
+    microsecond before a full second is that second), and years outside 1000-9999."""
+    whole = int(ts)
+    if ts < 0 or ts - whole >= 0.999999:
+        return None
+    days, seconds = divmod(whole, 86400)
+    parts = _DAY_TEXT.get(days)
+    if parts is None:
+        moment = time.gmtime(days * 86400)
+        if not 1000 <= moment.tm_year <= 9999:
+            return None
+        parts = (
+            f"{_DAYS[moment.tm_wday]}, {moment.tm_mday:02d} {_MONTHS[moment.tm_mon - 1]} "
+            f"{moment.tm_year} ",
+            f"{moment.tm_year}-{moment.tm_mon:02d}-{moment.tm_mday:02d}T",
+        )
+        if len(_DAY_TEXT) >= 4096:
+            _DAY_TEXT.clear()
+        _DAY_TEXT[days] = parts
+    hours, rest = divmod(seconds, 3600)
+    minutes, second = divmod(rest, 60)
+    return parts, _TWO[hours] + ":" + _TWO[minutes] + ":" + _TWO[second]
+
+
+def http_date(ts: float) -> str:
+    """RFC 9110 §5.6.7 IMF-fixdate: the text of ``email.utils.formatdate(ts, usegmt=True)``
+    at a fraction of its cost (a listing formats one per entry)."""
+    found = _day_and_time(ts)
+    if found is None:
+        return email.utils.formatdate(ts, usegmt=True)
+    return found[0][0] + found[1] + " GMT"
+
+
+def iso_date(ts: float) -> str:
+    """RFC 3339 (``creationdate``, RFC 4918 §15.1): the text of
+    ``datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")``."""
+    found = _day_and_time(ts)
+    if found is None:
+        return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return found[0][1] + found[1] + "Z"
 
 
 def live_prop(
@@ -91,9 +143,9 @@ def live_prop(
     elif local == "getetag":
         value = entry.etag or None
     elif local == "getlastmodified":
-        value = _http_date(entry.mtime)
+        value = http_date(entry.mtime)
     elif local == "creationdate":
-        value = _iso_date(entry.mtime)
+        value = iso_date(entry.mtime)
     elif local == "supportedlock":
         return _fragment(supportedlock())
     elif local == "lockdiscovery":
@@ -106,6 +158,102 @@ def live_prop(
     if value is None:
         return None
     return f"<D:{local}>{escape(value)}</D:{local}>"
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseTemplate:
+    """The ``D:response`` of every entry of one kind (file or folder, with or without an
+    ETag) that has no dead properties and no lock, for one PROPFIND: a ``%`` template over
+    the entry's href and the escaped texts it needs (see :func:`plain_response`). A listing
+    renders 10,000 entries through it instead of building each property in turn."""
+
+    text: str
+    fields: frozenset[int]  # which of the texts (see _FIELD) it needs
+    pick: Callable[[list[str]], Any]  # the texts it needs, in its order, from all seven
+
+
+# Positions of the texts of an entry that a template may need; 0 is the (escaped) href.
+_FIELD: Final = {
+    "displayname": 1,
+    "getcontentlength": 2,
+    "getcontenttype": 3,
+    "getetag": 4,
+    "getlastmodified": 5,
+    "creationdate": 6,
+}
+
+
+def response_template(
+    asked: tuple[str, list[str]], is_dir: bool, has_etag: bool
+) -> ResponseTemplate | None:
+    """The template for entries of a kind without dead properties or locks, for a PROPFIND
+    asking ``asked`` (mode, names); None when a property asked for needs more than the
+    entry (the quota of a folder). It renders what :func:`live_prop`, :func:`empty_prop`
+    and :func:`response` would."""
+    mode, names = asked
+    found: list[str | int] = []
+    missing: list[str | int] = []
+    if mode == "propname":
+        found = [empty_prop(name) for name in ALLPROP_LIVE]
+    else:
+        for name in ALLPROP_LIVE if mode == "allprop" else names:
+            if name in (QUOTA_USED, QUOTA_AVAILABLE):
+                if is_dir:
+                    return None
+                present = False
+            elif name in LIVE:
+                local = name[len(DAV) + 2 :]
+                field = _FIELD.get(local)
+                if field is None:  # resourcetype, supportedlock, lockdiscovery: fixed texts
+                    plain = Entry("", "dir" if is_dir else "file", 0, "", 0.0, "")
+                    found.append(live_prop(name, plain, [], _no_quota, _no_lock) or "")
+                    continue
+                present = not ((field in (2, 3) and is_dir) or (field == 4 and not has_etag))
+                if present:
+                    found += [f"<D:{local}>", field, f"</D:{local}>"]
+                    continue
+            else:
+                present = False
+            if mode == "prop":
+                missing.append(empty_prop(name))
+    pieces: list[str | int] = ["<D:response><D:href>", 0, "</D:href>"]
+    if found:
+        pieces += ["<D:propstat><D:prop>", *found]
+        pieces.append("</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>")
+    if missing:
+        pieces += ["<D:propstat><D:prop>", *missing]
+        pieces.append("</D:prop><D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>")
+    pieces.append("</D:response>")
+    text = "".join("%s" if isinstance(p, int) else p.replace("%", "%%") for p in pieces)
+    order = [p for p in pieces if isinstance(p, int)]
+    pick = operator.itemgetter(*order) if len(order) > 1 else lambda texts: (texts[0],)
+    return ResponseTemplate(text, frozenset(order), pick)
+
+
+def plain_response(template: ResponseTemplate, link: str, entry: Entry) -> str:
+    """One entry's ``D:response`` through its kind's template; ``link`` is its href,
+    already escaped."""
+    fields = template.fields
+    mtime = entry.mtime
+    texts = [
+        link,
+        escape(entry.name) if 1 in fields else "",
+        str(entry.size) if 2 in fields else "",
+        escape(entry.content_type or "application/octet-stream") if 3 in fields else "",
+        escape(entry.etag) if 4 in fields else "",
+        http_date(mtime) if 5 in fields else "",
+        iso_date(mtime) if 6 in fields else "",
+    ]
+    rendered: str = template.text % template.pick(texts)
+    return rendered
+
+
+def _no_quota() -> tuple[int, int | None]:
+    raise AssertionError("not asked for")
+
+
+def _no_lock(lock: Lock) -> int:
+    raise AssertionError("no lock")
 
 
 def _fragment(node: ET.Element) -> str:

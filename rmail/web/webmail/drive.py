@@ -34,11 +34,11 @@ from aiohttp import BodyPartReader, web
 from rmail.errors import AlreadyExists, InvalidInput, NotFound, QuotaExceeded, RmailError
 from rmail.store.drive import Drive, Entry, Totals, split_path
 from rmail.store.shares import Share
-from rmail.web.drive import _pull
 from rmail.web.drive.base import DRIVES
 from rmail.web.drive.base import PREFIX as PUBLIC_PREFIX
 from rmail.web.drive.base import drive_of as _drive
 from rmail.web.drive.base import owner_list as _owner_list
+from rmail.web.drive.stream import pump
 from rmail.web.webmail import AREAS, PREFIX, base_url, page
 from rmail.web.webmail.mail import _context
 from rmail.web.webmail.session import Session, check_csrf, load_session
@@ -314,7 +314,6 @@ async def _upload(request: web.Request) -> web.StreamResponse:
             raise NotFound("not a folder")
     except NotFound:
         raise web.HTTPNotFound(text="No such folder.") from None
-    loop = asyncio.get_running_loop()
     stored = skipped = 0
     while True:
         part = await reader.next()
@@ -329,7 +328,7 @@ async def _upload(request: web.Request) -> web.StreamResponse:
             skipped += 1
             continue
         try:
-            await _store_part(loop, drive, target, part)
+            await _store_part(drive, target, part)
         except QuotaExceeded:
             return await _render_folder(
                 request, session, path, error="Not enough space: over quota.", status=413
@@ -341,14 +340,11 @@ async def _upload(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(drive_url(request, path) + f"?uploaded={stored}&skipped={skipped}")
 
 
-async def _store_part(
-    loop: asyncio.AbstractEventLoop, drive: Drive, target: str, part: BodyPartReader
-) -> None:
+async def _store_part(drive: Drive, target: str, part: BodyPartReader) -> None:
     async def read() -> bytes:
         return await part.read_chunk(CHUNK)
 
-    chunks = _pull(loop, read)
-    await asyncio.to_thread(drive.write, target, chunks)
+    await pump(read, lambda chunks: drive.write(target, chunks))
 
 
 @page

@@ -1,0 +1,109 @@
+"""Request bodies streamed to a writer thread: the event loop reads, a worker thread stores.
+
+The loop keeps reading the body while the thread hashes and writes what came before: a
+bounded queue of chunks between them (at most ``QUEUE_CHUNKS`` chunks, each what the
+socket had at the time, up to a MB or so: a few MB per upload at most, never the whole
+body). Reading only when the thread asks for the next block, as the drive did before,
+leaves the socket idle while the thread works (aiohttp stops reading a request at 128 KB
+buffered), so the two never overlap.
+
+Either side may stop: a writer that fails (quota, precondition) stops the reader at once
+and its exception is raised; a reader that fails (the client went away) makes the writer's
+chunk iterator raise, so the store removes its temporary file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Final, TypeVar
+
+__all__ = ["QUEUE_CHUNKS", "pump"]
+
+T = TypeVar("T")
+
+# Enough for the reader to run ahead of the writer; 32 let a 512 MB upload grow the
+# server by 28 MB (measured), 4 by 6 MB at the same speed.
+QUEUE_CHUNKS: Final = 4
+_POLL: Final = 0.5  # seconds between the writer's checks that the reader is still there
+
+
+class BodyAbortedError(ConnectionError):
+    """The request body stopped before its end (raised in the writer thread)."""
+
+
+async def pump(read: Callable[[], Awaitable[bytes]], write: Callable[[Iterator[bytes]], T]) -> T:
+    """Run ``write(chunks)`` in a worker thread, ``chunks`` being what ``read()`` returns
+    until it returns ``b""``; returns what ``write`` returns, or raises what it raised.
+
+    ``write`` must consume the chunks to their end unless it raises.
+    """
+    chunks: queue.Queue[bytes | None] = queue.Queue(QUEUE_CHUNKS)
+    aborted = threading.Event()
+    finished = threading.Event()
+
+    def iterate() -> Iterator[bytes]:
+        while True:
+            try:
+                item = chunks.get(timeout=_POLL)
+            except queue.Empty:
+                if aborted.is_set():
+                    raise BodyAbortedError("the request body was cut off") from None
+                continue
+            if item is None:
+                return
+            yield item
+
+    def run() -> T:
+        try:
+            return write(iterate())
+        finally:
+            finished.set()
+            while True:  # unblock a reader waiting for room
+                try:
+                    chunks.get_nowait()
+                except queue.Empty:
+                    break
+
+    async def feed() -> None:
+        while not finished.is_set():
+            chunk = await read()
+            item = chunk or None
+            try:
+                chunks.put_nowait(item)
+            except queue.Full:
+                # The writer is behind: wait for room in a thread, not on the loop.
+                await asyncio.to_thread(_put_unless, chunks, item, finished)
+            if item is None:
+                return
+
+    worker = asyncio.ensure_future(asyncio.to_thread(run))
+    # When the reader fails first, nobody awaits the writer's BodyAbortedError.
+    worker.add_done_callback(lambda done: done.cancelled() or done.exception())
+    reader = asyncio.ensure_future(feed())
+    try:
+        await asyncio.wait((reader, worker), return_when=asyncio.FIRST_COMPLETED)
+        if reader.done():
+            reader.result()  # the client went away: raise that
+        else:
+            # The writer stopped first (it failed, e.g. over quota): answer now rather
+            # than when the client sends more.
+            reader.cancel()
+    except BaseException:
+        aborted.set()
+        reader.cancel()
+        raise
+    return await worker
+
+
+def _put_unless(
+    chunks: queue.Queue[bytes | None], item: bytes | None, done: threading.Event
+) -> None:
+    while not done.is_set():
+        try:
+            chunks.put(item, timeout=_POLL)
+            return
+        except queue.Full:
+            continue

@@ -1,0 +1,157 @@
+"""Rendering drive listings: the fast paths give the very bytes of the general ones."""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import importlib
+import json
+from typing import Final
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rmail.store.drive import Entry, Totals
+from rmail.web.davlocks import LockTable
+from rmail.web.drive.base import href_of
+from rmail.web.drive.listing import entry_json, listing_json
+from rmail.web.drive.xml import http_date, iso_date, multistatus
+
+# rmail.web.drive re-exports the handler under the module's name.
+propfind = importlib.import_module("rmail.web.drive.propfind")
+
+D: Final = "{DAV:}"
+ASKED: Final = [
+    ("allprop", []),
+    ("propname", []),
+    ("prop", [f"{D}resourcetype", f"{D}getcontentlength", f"{D}getetag", f"{D}getlastmodified"]),
+    (
+        "prop",
+        [
+            f"{D}displayname",
+            f"{D}getcontenttype",
+            "{urn:x%y&z}foo",
+            f"{D}quota-used-bytes",
+            f"{D}creationdate",
+            f"{D}supportedlock",
+            f"{D}lockdiscovery",
+            f"{D}getetag",
+            "plain",
+        ],
+    ),
+    ("prop", [f"{D}quota-available-bytes", f"{D}displayname"]),
+]
+
+times = st.one_of(
+    st.floats(min_value=-1e10, max_value=2.5e11, allow_nan=False),
+    st.integers(min_value=0, max_value=4_000_000_000).map(lambda s: s + 0.9999994),
+    st.integers(min_value=0, max_value=4_000_000_000).map(lambda s: s + 0.9999996),
+    st.integers(min_value=0, max_value=4_000_000_000).map(float),
+)
+
+
+@given(times)
+@settings(max_examples=2000)
+def test_http_and_iso_dates_are_those_of_the_standard_library(ts: float) -> None:
+    try:
+        expected = email.utils.formatdate(ts, usegmt=True)
+    except (ValueError, OverflowError, OSError) as exc:
+        try:
+            http_date(ts)
+        except type(exc):
+            return
+        raise AssertionError("the standard library refuses this time") from None
+    assert http_date(ts) == expected
+    moment = datetime.datetime.fromtimestamp(ts, tz=datetime.UTC)
+    assert iso_date(ts) == moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+names = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="/\\\x00"), min_size=1
+)
+entries = st.builds(
+    Entry,
+    name=names,
+    type=st.sampled_from(["file", "dir"]),
+    size=st.integers(min_value=0, max_value=1 << 40),
+    etag=st.sampled_from(["", '"0123abcd"', "a&b<c>"]),
+    mtime=st.floats(min_value=0, max_value=4e9),
+    content_type=st.sampled_from(["", "text/plain", "a&<b>"]),
+    props=st.sampled_from([{}, {"{urn:x}foo": '<x:foo xmlns:x="urn:x">1</x:foo>'}]),
+)
+
+
+@given(st.lists(entries, max_size=8), st.sampled_from(ASKED), st.sampled_from([[], ["a b", "&"]]))
+@settings(max_examples=300)
+def test_a_multistatus_listing_is_what_each_property_rendered_in_turn_gives(
+    children: list[Entry], asked: tuple[str, list[str]], parts: list[str]
+) -> None:
+    table = LockTable()
+    folder = Entry(parts[-1] if parts else "", "dir", 0, "", 1.5e9, "")
+
+    def quota() -> tuple[int, int | None]:
+        return 123, 456
+
+    fast = propfind.render(
+        "u", table, parts=parts, entry=folder, children=children, asked=asked, quota=quota
+    )
+    slow = [
+        propfind._response(p, e, asked, locks=[], quota=quota, remaining=table.remaining)
+        for p, e in [(parts, folder), *(([*parts, c.name], c) for c in children)]
+    ]
+    assert fast == multistatus(slow)
+    if children:
+        assert href_of([*parts, children[0].name], children[0].type == "dir") in fast.decode()
+
+
+json_entries = st.builds(
+    Entry,
+    name=names,
+    type=st.sampled_from(["file", "dir"]),
+    size=st.integers(min_value=0, max_value=1 << 70),
+    etag=st.text(),
+    mtime=st.one_of(st.floats(), st.integers(min_value=-(1 << 60), max_value=1 << 60)),
+    content_type=st.text(),
+)
+
+
+@given(json_entries)
+def test_an_entry_in_a_json_listing_is_what_json_dumps_writes(entry: Entry) -> None:
+    assert entry_json(entry) == json.dumps(entry.to_json())
+
+
+@given(st.lists(json_entries, max_size=6), st.lists(json_entries, max_size=6))
+def test_a_json_listing_rendered_again_after_changes_is_rendered_afresh(
+    before: list[Entry], after: list[Entry]
+) -> None:
+    own, total = Totals(1, 2, 3), Totals(4, 5, 6)
+    fragments: dict[str, tuple[Entry, str]] = {}
+    kept = [*before[:3], *after]  # some entries stay the same objects, others are new
+    for entries in (before, kept):
+        body = listing_json("/a b/ü", entries, own, total, fragments)
+        expected = {
+            "path": "/a b/ü",
+            "type": "dir",
+            "self": own.to_json(),
+            "totals": total.to_json(),
+            "children": [e.to_json() for e in entries],
+        }
+        assert body == json.dumps(expected).encode()
+
+
+@given(st.lists(entries, max_size=6), st.lists(entries, max_size=6), st.sampled_from(ASKED))
+@settings(max_examples=200)
+def test_a_multistatus_rendered_again_after_changes_is_rendered_afresh(
+    before: list[Entry], after: list[Entry], asked: tuple[str, list[str]]
+) -> None:
+    table = LockTable()
+    folder = Entry("f", "dir", 0, "", 1.5e9, "")
+    fragments: dict[str, tuple[Entry, str]] = {}
+
+    def quota() -> tuple[int, int | None]:
+        return 1, None
+
+    for children in (before, [*before[:3], *after]):
+        kwargs = {"parts": ["f"], "entry": folder, "children": children, "asked": asked}
+        again = propfind.render("u", table, quota=quota, fragments=fragments, **kwargs)
+        assert again == propfind.render("u", table, quota=quota, **kwargs)
