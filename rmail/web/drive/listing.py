@@ -1,16 +1,17 @@
 """The JSON listing of a folder (``GET`` of a folder), rendered entry by entry.
 
-The answer is ``json.dumps`` of ``{"path", "type", "self", "totals", "children"}`` with
-each child's :meth:`Entry.to_json`, byte for byte; each child's text is written straight
-from its fields (``json.dumps`` of 10,000 dicts costs 20 ms) and kept in the folder's
-fragments, so a listing after a change renders the children that changed.
+The answer is ``{"path", "type", "self", "totals", "children"}`` with each child's
+:meth:`Entry.to_json`, written compactly by orjson (no spaces, UTF-8 as is: 10,000 children
+in 7 ms where ``json.dumps`` takes 20). Each child's text is kept in the folder's fragments,
+so a listing after a change renders only the children that changed.
 """
 
 from __future__ import annotations
 
 import json
-from json.encoder import encode_basestring_ascii
 from typing import Any
+
+import orjson
 
 from rmail.store.drive import Entry, Totals
 from rmail.web.drive.base import Fragments
@@ -19,24 +20,15 @@ __all__ = ["entry_json", "listing_json"]
 
 
 def entry_json(entry: Entry) -> str:
-    """``json.dumps(entry.to_json())``."""
-    size, mtime = entry.size, entry.mtime
-    if (
-        type(size) is int
-        and (type(mtime) is int or (type(mtime) is float and mtime - mtime == 0.0))
-        and type(entry.type) is str
-        and type(entry.etag) is str
-        and type(entry.content_type) is str
-    ):
-        # What json.dumps writes: ASCII-escaped strings, int and float reprs (a finite
-        # float; inf and nan are spelt differently), ", " and ": " between items.
-        enc = encode_basestring_ascii
-        return (
-            f'{{"name": {enc(entry.name)}, "type": {enc(entry.type)}, "size": {size!r}, '
-            f'"etag": {enc(entry.etag)}, "mtime": {mtime!r}, '
-            f'"content_type": {enc(entry.content_type)}}}'
-        )
-    return json.dumps(entry.to_json())
+    """One child of the listing, as JSON text."""
+    return _dumps(entry.to_json())
+
+
+def _dumps(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # a name with a lone surrogate (undecodable bytes on disk)
+        return json.dumps(value, separators=(",", ":"))
 
 
 def listing_json(
@@ -65,5 +57,5 @@ def listing_json(
         fragments[entry.name] = (entry, text)
         texts.append(text)
     Fragments.trim(fragments, entries)
-    opening = json.dumps(head)[:-1]  # without its closing brace
-    return (opening + ', "children": [' + ", ".join(texts) + "]}").encode()
+    opening = _dumps(head)[:-1]  # without its closing brace
+    return (opening + ',"children":[' + ",".join(texts) + "]}").encode()
