@@ -68,6 +68,8 @@ QUEUE_SIZE: Final = 10_000
 MAX_PENDING: Final = 1000
 # POSTs in flight at once, over all hooks.
 MAX_CONCURRENT: Final = 16
+# Events prepared (hooks read, payloads built) per thread trip, at most.
+PREPARE_BATCH: Final = 100
 # Seconds POSTs in flight get at shutdown; deliveries waiting to retry are dropped at once.
 STOP_GRACE: Final = 2.0
 SIGNATURE_HEADER: Final = "X-Rmail-Signature"
@@ -214,13 +216,12 @@ class WebhookDispatcher:
         assert self._sub is not None
         sub = self._sub
         while True:
-            event = await sub.get()
-            try:
-                deliveries = await asyncio.to_thread(self._prepare, event)
-            except Exception:  # one bad event must not stop the dispatcher
-                logger.exception("webhooks: preparing an event failed user=%s", event.address)
-                continue
-            for delivery in deliveries:
+            # Every event waiting now is prepared in one thread trip: under a burst of mail
+            # that is one hop per batch, not one per message.
+            events = [await sub.get()]
+            while len(events) < PREPARE_BATCH and not sub.queue.empty():
+                events.append(sub.queue.get_nowait())
+            for delivery in await asyncio.to_thread(self._prepare_many, events):
                 await self._pending.acquire()
                 task = asyncio.get_running_loop().create_task(self._deliver(delivery))
                 self._tasks.add(task)
@@ -235,6 +236,16 @@ class WebhookDispatcher:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._pending.release()
+
+    def _prepare_many(self, events: list[Event]) -> list[_Delivery]:
+        """:meth:`_prepare` of each event, in order; an event that fails is logged and skipped."""
+        out: list[_Delivery] = []
+        for event in events:
+            try:
+                out.extend(self._prepare(event))
+            except Exception:  # one bad event must not stop the dispatcher
+                logger.exception("webhooks: preparing an event failed user=%s", event.address)
+        return out
 
     def _prepare(self, event: Event) -> list[_Delivery]:
         """The deliveries an event makes (blocking: reads the hooks and, for flags, the index)."""
