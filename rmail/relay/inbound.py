@@ -752,5 +752,9 @@ def _header_end(content: bytes) -> int:
     """Offset of the blank line that ends the header (the whole message when none)."""
     if content.startswith((b"\r\n", b"\n")):
         return 0
-    found = [p for p in (content.find(b"\n\r\n"), content.find(b"\n\n")) if p >= 0]
+    crlf = content.find(b"\n\r\n")
+    # A bare-LF blank line counts only before the first CRLF one: search no further (not
+    # through a whole body without one).
+    lf = content.find(b"\n\n", 0, len(content) if crlf < 0 else crlf + 1)
+    found = [p for p in (crlf, lf) if p >= 0]
     return min(found) + 1 if found else len(content)
