@@ -141,6 +141,7 @@ class Delivery:
             tuple[_Request, contextvars.Context, asyncio.Future[DeliveryReport]]
         ] = []
         self._batches_running = 0
+        self._batch_loop: asyncio.AbstractEventLoop | None = None
 
     def is_local_domain(self, address: str) -> bool:
         """Whether the address's domain is hosted here (its mail never leaves)."""
@@ -271,6 +272,9 @@ class Delivery:
         caller still returns only once its own message is durable.
         """
         loop = asyncio.get_running_loop()
+        if loop is not self._batch_loop:
+            # Batches of a loop that is gone (tests run one per test) never settle here.
+            self._batch_loop, self._waiting, self._batches_running = loop, [], 0
         future: asyncio.Future[DeliveryReport] = loop.create_future()
         job = _Request(message, list(recipients), mail_from, all_or_nothing)
         self._waiting.append((job, contextvars.copy_context(), future))
@@ -292,9 +296,15 @@ class Delivery:
     def _start_batch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Send every delivery waiting now to the workers as one batch (on the loop)."""
         batch, self._waiting = self._waiting, []
-        self._batches_running += 1
         jobs = [(job, context) for job, context, _ in batch]
-        done = self._pool.submit(loop, functools.partial(self._deliver_batch, jobs))
+        try:
+            done = self._pool.submit(loop, functools.partial(self._deliver_batch, jobs))
+        except RuntimeError as exc:  # the workers are closed (shutdown)
+            for _job, _context, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self._batches_running += 1
         done.add_done_callback(functools.partial(self._batch_done, loop, batch))
 
     def _batch_done(
@@ -303,9 +313,10 @@ class Delivery:
         batch: list[tuple[_Request, contextvars.Context, asyncio.Future[DeliveryReport]]],
         done: asyncio.Future[list[DeliveryReport | BaseException]],
     ) -> None:
-        self._batches_running -= 1
-        if self._waiting and self._batches_running < MAX_BATCHES:
-            self._start_batch(loop)
+        if loop is self._batch_loop:
+            self._batches_running -= 1
+            if self._waiting and self._batches_running < MAX_BATCHES:
+                self._start_batch(loop)
         if done.cancelled():
             outcomes: list[DeliveryReport | BaseException] = [
                 asyncio.CancelledError() for _ in batch
@@ -392,8 +403,8 @@ class Delivery:
             members = [m for m in planned if m.error is None]
             if not members:
                 continue
-            folder = self.store.mailbox(address).folder(folder_name, refresh=False)
             try:
+                folder = self.store.mailbox(address).folder(folder_name, refresh=False)
                 outcomes = folder.append_each([m.message for m in members])
             except RmailError as exc:
                 outcomes = [exc for _ in members]

@@ -292,3 +292,13 @@ async def test_a_failed_commit_fails_the_whole_batch_and_leaves_no_file(
     assert (_count(store, ALICE), _count(store, BOB)) == (0, 3)
     report = await delivery.deliver(MESSAGE, [ALICE])
     assert report.delivered == {ALICE: [Delivered(ALICE, "INBOX", 1)]}
+
+
+async def test_a_delivery_after_close_is_refused_not_left_waiting(
+    store: Store, delivery: Delivery
+) -> None:
+    await delivery.deliver(MESSAGE, [ALICE])  # the workers run
+    await asyncio.to_thread(delivery.close)
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(delivery.deliver(MESSAGE, [ALICE]), 5)
+    assert _count(store, ALICE) == 1
