@@ -94,20 +94,20 @@ class _Plan:
     base: DeliveryReport = field(default_factory=DeliveryReport)
     # Per recipient that passed: the (address, folder) copies it gets.
     rcpt_keys: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)
-    stored: dict[tuple[str, str], Delivered] = field(default_factory=dict)
+    stored: dict[tuple[str, str], tuple[Delivered, int]] = field(default_factory=dict)
     failed_targets: dict[tuple[str, str], RmailError] = field(default_factory=dict)
     error: BaseException | None = None  # a bug met on the way: raised to the caller
 
     def report(self) -> DeliveryReport:
         """The job's report, once its folders are committed (logs each copy stored)."""
         report = self.base
-        for delivered in self.stored.values():
+        for delivered, size in self.stored.values():
             logger.info(
                 "delivered to=%s folder=%s uid=%d size=%d",
                 delivered.address,
                 delivered.folder,
                 delivered.uid,
-                len(self.message),
+                size,
             )
         for rcpt, keys in self.rcpt_keys:
             failed = next((self.failed_targets[k] for k in keys if k in self.failed_targets), None)
@@ -115,7 +115,7 @@ class _Plan:
                 report.failed[rcpt] = failed
                 logger.info("delivery failed rcpt=%s reason=%s", rcpt, failed)
                 continue
-            report.delivered[rcpt] = [self.stored[k] for k in keys]
+            report.delivered[rcpt] = [self.stored[k][0] for k in keys]
         return report
 
 
@@ -388,7 +388,7 @@ class Delivery:
         """
         plans = [_Plan(job) for job in jobs]
         pending: dict[str, int] = {}  # mailbox -> bytes this batch will add to it
-        # (folder key) -> [(plan, message)]: what each folder gets, in order.
+        # (address, folder) -> the plans whose message it gets, in order.
         by_folder: dict[tuple[str, str], list[_Plan]] = {}
         for index, plan in enumerate(plans):
             context = contexts[index] if contexts is not None else None
@@ -416,8 +416,9 @@ class Delivery:
                 if isinstance(outcome, RmailError):
                     member.failed_targets[(address, folder_name)] = outcome
                 else:
-                    member.stored[(address, folder_name)] = Delivered(
-                        address, folder_name, outcome.uid
+                    member.stored[(address, folder_name)] = (
+                        Delivered(address, folder_name, outcome.uid),
+                        outcome.size,
                     )
         results: list[DeliveryReport | BaseException] = []
         for index, plan in enumerate(plans):
