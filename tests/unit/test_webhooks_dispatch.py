@@ -121,12 +121,16 @@ async def test_names_resolving_only_to_private_addresses_are_not_connected_to() 
 
 
 class _Hooks:
-    """The store's webhooks: one hook for every account but ``broken@b.test``."""
+    """The store's webhooks: one hook for every account but ``broken@b.test``; from memory,
+    ``quiet@b.test`` is known to have none."""
 
     def list(self, address: str) -> list[Webhook]:
         if address == "broken@b.test":
             raise RuntimeError("a bug while reading the hooks")
         return [Webhook("h1", "https://hooks.example/x", ("messageNew",), "00" * 32, "")]
+
+    def peek(self, address: str, max_age: float) -> tuple[Webhook, ...] | None:
+        return () if address == "quiet@b.test" else None
 
 
 class _Store:
@@ -176,3 +180,27 @@ def test_an_event_that_fails_to_prepare_does_not_cost_the_others_theirs() -> Non
         ("a@b.test", "messageNew"),
         ("c@b.test", "messageNew"),
     ]
+
+
+async def test_events_of_users_known_to_have_no_hooks_make_no_thread_trip() -> None:
+    bus = EventBus()
+    dispatcher = _dispatcher(bus)
+    batches: list[list[Event]] = []
+    seen = asyncio.Event()
+
+    def prepare_many(events: list[Event]) -> list[Any]:
+        batches.append(events)
+        seen.set()
+        return []
+
+    dispatcher._prepare_many = prepare_many  # type: ignore[method-assign]  # count the trips
+    dispatcher._sub = bus.subscribe_all()
+    for uid in range(1, 4):
+        bus.publish(MessageAdded("quiet@b.test", "INBOX", uid))
+    bus.publish(MessageAdded("a@b.test", "INBOX", 9))
+    task = asyncio.create_task(dispatcher._run())
+    try:
+        await asyncio.wait_for(seen.wait(), 5)
+    finally:
+        task.cancel()
+    assert [[e.address for e in batch] for batch in batches] == [["a@b.test"]]
