@@ -35,6 +35,11 @@ Output is Markdown on stdout: the machine, the filesystem of the temp dir and it
 latency, the results table and the verdict. The CPU seconds used by each server (and the
 kernel's part), by the generator and by every other process on the machine during the run
 are shown too: with two cores, a busy neighbour changes the figures, and the script says so.
+On a journal-less ext4 (this project's test machine) the kernel time of every new file
+grows with the inodes freed in its block group in the last minute, which each run's
+cleanup provides for the next: to compare versions, alternate them and leave a minute
+between runs, or give ``--dir`` a new directory at the top of the file system (it gets a
+block group of its own); see docs/performance.md.
 ``--py-spy`` needs ``py-spy`` on PATH (``pip install py-spy``); its raw output is collapsed
 stacks, one per line, per thread.
 """

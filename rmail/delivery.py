@@ -4,6 +4,9 @@ Used by SMTP (after DATA), ``rmail deliver``, the JSON API and webmail (send to 
 address). It resolves aliases and plus-addresses, checks the quota, writes and indexes the
 message (fsynced before it returns), then publishes :class:`~rmail.events.MessageAdded`.
 File work runs on a pool of ``delivery.workers`` threads, never on the event loop.
+Deliveries asked for at the same time go to the workers together, as one batch (at most
+``MAX_BATCHES`` at once): one thread trip, and per folder one directory fsync and one index
+journal write, for the whole batch; each caller still waits for its own message to be durable.
 
 Each recipient gets its own outcome: one user over quota does not fail the others. SMTP has
 one reply for DATA, so it asks for ``all_or_nothing``: every recipient is checked first and
@@ -42,6 +45,9 @@ T = TypeVar("T")
 # check at delivery stays authoritative). A named constant rather than a config key, as
 # config.py is not ours to change in this work.
 RCPT_CHECK_TTL: Final = 1.0
+# Delivery batches on the workers at once: while one is being written and synced, the
+# deliveries asked for meanwhile gather into the next (see Delivery.deliver).
+MAX_BATCHES: Final = 2
 _RCPT_CACHE_MAX: Final = 4096
 
 
@@ -68,6 +74,51 @@ class DeliveryReport:
         return not self.failed
 
 
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One delivery asked for: a message and its envelope (see :meth:`Delivery.deliver_sync`)."""
+
+    message: bytes
+    recipients: list[str]
+    mail_from: str | None
+    all_or_nothing: bool
+
+
+@dataclass(slots=True)
+class _Plan:
+    """A request inside :meth:`Delivery.deliver_many_sync`: where its message goes, and
+    what came of it."""
+
+    job: _Request
+    message: bytes = b""  # with Return-Path
+    base: DeliveryReport = field(default_factory=DeliveryReport)
+    # Per recipient that passed: the (address, folder) copies it gets.
+    rcpt_keys: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)
+    stored: dict[tuple[str, str], tuple[Delivered, int]] = field(default_factory=dict)
+    failed_targets: dict[tuple[str, str], RmailError] = field(default_factory=dict)
+    error: BaseException | None = None  # a bug met on the way: raised to the caller
+
+    def report(self) -> DeliveryReport:
+        """The job's report, once its folders are committed (logs each copy stored)."""
+        report = self.base
+        for delivered, size in self.stored.values():
+            logger.info(
+                "delivered to=%s folder=%s uid=%d size=%d",
+                delivered.address,
+                delivered.folder,
+                delivered.uid,
+                size,
+            )
+        for rcpt, keys in self.rcpt_keys:
+            failed = next((self.failed_targets[k] for k in keys if k in self.failed_targets), None)
+            if failed is not None:
+                report.failed[rcpt] = failed
+                logger.info("delivery failed rcpt=%s reason=%s", rcpt, failed)
+                continue
+            report.delivered[rcpt] = [self.stored[k][0] for k in keys]
+        return report
+
+
 class Delivery:
     """Delivers into local mailboxes."""
 
@@ -84,6 +135,13 @@ class Delivery:
         # acheck_recipient's positive answers: address -> (monotonic expiry, bytes free for
         # the address (None: no quota), targets). Read and replaced on the event loop only.
         self._rcpt_ok: dict[str, tuple[float, int | None, list[Recipient]]] = {}
+        # deliver(): jobs waiting for the next batch, and batches on the workers now (both
+        # on the event loop only).
+        self._waiting: list[
+            tuple[_Request, contextvars.Context, asyncio.Future[DeliveryReport]]
+        ] = []
+        self._batches_running = 0
+        self._batch_loop: asyncio.AbstractEventLoop | None = None
 
     def is_local_domain(self, address: str) -> bool:
         """Whether the address's domain is hosted here (its mail never leaves)."""
@@ -103,8 +161,14 @@ class Delivery:
         """
         return self._check(address, size)[0]
 
-    def _check(self, address: str, size: int) -> tuple[list[Recipient], int | None]:
-        """:meth:`check_recipient`, plus the fewest bytes free among its local targets."""
+    def _check(
+        self, address: str, size: int, pending: dict[str, int] | None = None
+    ) -> tuple[list[Recipient], int | None]:
+        """:meth:`check_recipient`, plus the fewest bytes free among its local targets.
+
+        ``pending``: bytes about to be added to mailboxes (by address) by earlier messages
+        of the same batch, counted as used.
+        """
         accounts = self.store.accounts
         # Account records and alias lists checked against the disk up to REVALIDATE_AFTER
         # (0.1 s) ago are good enough here: a change made that recently by another process
@@ -117,9 +181,12 @@ class Delivery:
             account = accounts.get_user(target.address, max_age=REVALIDATE_AFTER)
             if not account.enabled:
                 raise PermissionDenied(f"mailbox {address} is disabled")
+            ahead = pending.get(target.address, 0) if pending else 0
             room = self.store.mailbox(target.address).check_quota(
-                size, quota=account.quota_mb * 1024 * 1024
+                size + ahead, quota=account.quota_mb * 1024 * 1024
             )
+            if room is not None:
+                room -= ahead
             if room is not None:
                 free = room if free is None else min(free, room)
         return targets, free
@@ -197,13 +264,23 @@ class Delivery:
         mail_from: str | None = None,
         all_or_nothing: bool = False,
     ) -> DeliveryReport:
-        """Deliver ``message`` to each recipient; see :meth:`deliver_sync`."""
-        report = await self._run(
-            functools.partial(self.deliver_sync, all_or_nothing=all_or_nothing),
-            message,
-            list(recipients),
-            mail_from,
-        )
+        """Deliver ``message`` to each recipient; see :meth:`deliver_sync`.
+
+        Deliveries asked for while others are being written wait and then go together, as
+        one batch, in one trip to the delivery workers (:meth:`deliver_many_sync`: one
+        directory fsync and one index journal write per folder for the whole batch). Each
+        caller still returns only once its own message is durable.
+        """
+        loop = asyncio.get_running_loop()
+        if loop is not self._batch_loop:
+            # Batches of a loop that is gone (tests run one per test) never settle here.
+            self._batch_loop, self._waiting, self._batches_running = loop, [], 0
+        future: asyncio.Future[DeliveryReport] = loop.create_future()
+        job = _Request(message, list(recipients), mail_from, all_or_nothing)
+        self._waiting.append((job, contextvars.copy_context(), future))
+        if self._batches_running < MAX_BATCHES:
+            self._start_batch(loop)
+        report = await future
         DELIVERIES.labels("delivered").inc(len(report.delivered))
         if report.failed:
             DELIVERIES.labels("failed").inc(len(report.failed))
@@ -215,6 +292,54 @@ class Delivery:
             addresses = sorted({c.address for copies in report.delivered.values() for c in copies})
             self.after_delivery(message, mail_from, addresses)
         return report
+
+    def _start_batch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Send every delivery waiting now to the workers as one batch (on the loop)."""
+        batch, self._waiting = self._waiting, []
+        jobs = [(job, context) for job, context, _ in batch]
+        try:
+            done = self._pool.submit(loop, functools.partial(self._deliver_batch, jobs))
+        except RuntimeError as exc:  # the workers are closed (shutdown)
+            for _job, _context, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self._batches_running += 1
+        done.add_done_callback(functools.partial(self._batch_done, loop, batch))
+
+    def _batch_done(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[tuple[_Request, contextvars.Context, asyncio.Future[DeliveryReport]]],
+        done: asyncio.Future[list[DeliveryReport | BaseException]],
+    ) -> None:
+        if loop is self._batch_loop:
+            self._batches_running -= 1
+            if self._waiting and self._batches_running < MAX_BATCHES:
+                self._start_batch(loop)
+        if done.cancelled():
+            outcomes: list[DeliveryReport | BaseException] = [
+                asyncio.CancelledError() for _ in batch
+            ]
+        elif done.exception() is not None:
+            error = done.exception()
+            assert error is not None
+            outcomes = [error for _ in batch]
+        else:
+            outcomes = done.result()
+        for (_job, _context, future), outcome in zip(batch, outcomes, strict=True):
+            if future.cancelled():
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+    def _deliver_batch(
+        self, jobs: list[tuple[_Request, contextvars.Context]]
+    ) -> list[DeliveryReport | BaseException]:
+        """:meth:`deliver_many_sync` on a worker; each job's logging in its caller's context."""
+        return self.deliver_many_sync([job for job, _ in jobs], [context for _, context in jobs])
 
     def deliver_sync(
         self,
@@ -238,22 +363,102 @@ class Delivery:
                 recipient gets its own outcome. Either way a write that fails after the
                 checks (disk full, quota used up meanwhile) fails only its recipient.
         """
-        if mail_from is not None:
-            message = b"Return-Path: <" + mail_from.encode("utf-8", "replace") + b">\r\n" + message
-        report = DeliveryReport()
-        checked: list[tuple[str, list[Recipient]]] = []
-        for rcpt in recipients:
+        outcome = self.deliver_many_sync(
+            [_Request(message, list(recipients), mail_from, all_or_nothing)]
+        )[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def deliver_many_sync(
+        self,
+        jobs: Sequence[_Request],
+        contexts: Sequence[contextvars.Context] | None = None,
+    ) -> list[DeliveryReport | BaseException]:
+        """Deliver several independent messages (each as :meth:`deliver_sync` would), with
+        one commit per folder for all of them (:meth:`Folder.append_each`).
+
+        The quota of a mailbox is checked for each message with the bytes of the batch's
+        earlier messages to it counted as used. A message's outcome is its report, or the
+        exception it met (a bug, not a refusal: refusals are in the report).
+
+        Args:
+            jobs: the deliveries.
+            contexts: per job, the ``contextvars`` context to log in (the caller's).
+        """
+        plans = [_Plan(job) for job in jobs]
+        pending: dict[str, int] = {}  # mailbox -> bytes this batch will add to it
+        # (address, folder) -> the plans whose message it gets, in order.
+        by_folder: dict[tuple[str, str], list[_Plan]] = {}
+        for index, plan in enumerate(plans):
+            context = contexts[index] if contexts is not None else None
             try:
-                checked.append((rcpt, self.check_recipient(rcpt, len(message))))
+                if context is not None:
+                    context.run(self._plan, plan, pending, by_folder)
+                else:
+                    self._plan(plan, pending, by_folder)
+            except BaseException as exc:  # one job's bug is that job's outcome
+                plan.error = exc
+        for (address, folder_name), planned in by_folder.items():
+            members = [m for m in planned if m.error is None]
+            if not members:
+                continue
+            try:
+                folder = self.store.mailbox(address).folder(folder_name, refresh=False)
+                outcomes = folder.append_each([m.message for m in members])
+            except RmailError as exc:
+                outcomes = [exc for _ in members]
+            except BaseException as exc:
+                for member in members:
+                    member.error = exc
+                continue
+            for member, outcome in zip(members, outcomes, strict=True):
+                if isinstance(outcome, RmailError):
+                    member.failed_targets[(address, folder_name)] = outcome
+                else:
+                    member.stored[(address, folder_name)] = (
+                        Delivered(address, folder_name, outcome.uid),
+                        outcome.size,
+                    )
+        results: list[DeliveryReport | BaseException] = []
+        for index, plan in enumerate(plans):
+            if plan.error is not None:
+                results.append(plan.error)
+                continue
+            context = contexts[index] if contexts is not None else None
+            report = context.run(plan.report) if context is not None else plan.report()
+            results.append(report)
+        return results
+
+    def _plan(
+        self,
+        plan: _Plan,
+        pending: dict[str, int],
+        by_folder: dict[tuple[str, str], list[_Plan]],
+    ) -> None:
+        """Check one job's recipients and say which folders get its message."""
+        job = plan.job
+        message = job.message
+        if job.mail_from is not None:
+            message = (
+                b"Return-Path: <" + job.mail_from.encode("utf-8", "replace") + b">\r\n" + message
+            )
+        plan.message = message
+        size = len(message)
+        report = plan.base
+        checked: list[tuple[str, list[Recipient]]] = []
+        for rcpt in job.recipients:
+            try:
+                checked.append((rcpt, self._check(rcpt, size, pending)[0]))
             except RmailError as exc:
                 report.failed[rcpt] = exc
                 logger.info("delivery refused rcpt=%s reason=%s", rcpt, exc)
-        if all_or_nothing and report.failed:
-            return report
-        done: dict[tuple[str, str], Delivered] = {}
-        written: set[str] = set()  # mailboxes that got a copy: their check is used up
+        if job.all_or_nothing and report.failed:
+            return
+        counted: set[str] = set()  # mailboxes whose copy is counted in pending already
+        keys: list[tuple[str, str]] = []
         for rcpt, targets in checked:
-            copies: list[Delivered] = []
+            rcpt_keys: list[tuple[str, str]] = []
             try:
                 for target in targets:
                     if not target.local:
@@ -267,26 +472,21 @@ class Delivery:
                         else INBOX
                     )
                     key = (target.address, folder_name)
-                    if key not in done:
-                        # The quota was just checked, unless this mailbox got a copy already.
-                        folder = mailbox.folder(folder_name, refresh=False)
-                        meta = folder.append(message, check_quota=target.address in written)
-                        written.add(target.address)
-                        done[key] = Delivered(target.address, folder_name, meta.uid)
-                        logger.info(
-                            "delivered to=%s folder=%s uid=%d size=%d",
-                            target.address,
-                            folder_name,
-                            meta.uid,
-                            meta.size,
-                        )
-                    copies.append(done[key])
+                    if key not in keys:
+                        if target.address in counted:
+                            # A second copy in this mailbox: the check above was for one.
+                            mailbox.check_quota(size + pending.get(target.address, 0))
+                        else:
+                            counted.add(target.address)
+                        pending[target.address] = pending.get(target.address, 0) + size
+                        keys.append(key)
+                        by_folder.setdefault(key, []).append(plan)
+                    rcpt_keys.append(key)
             except RmailError as exc:
                 report.failed[rcpt] = exc
                 logger.info("delivery failed rcpt=%s reason=%s", rcpt, exc)
                 continue
-            report.delivered[rcpt] = copies
-        return report
+            plan.rcpt_keys.append((rcpt, rcpt_keys))
 
 
 class _Workers:

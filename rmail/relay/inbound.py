@@ -72,6 +72,8 @@ CHECK_THREADS: Final = 8
 MAX_SIGNATURES: Final = 5
 # RFC 7489 §6.6.1 evaluates every From domain; bound the work a crafted header can ask for.
 MAX_FROM_DOMAINS: Final = 5
+# From fields longer than this (one line of RFC 5322 §2.1.1) are parsed without caching.
+_FROM_CACHE_BYTES: Final = 998
 # RFC 6008 §2: the first 8 characters of b= tell signatures from the same d= apart.
 _HEADER_B_LEN: Final = 8
 
@@ -219,10 +221,23 @@ class InboundAuth:
         """
         started = time.monotonic()
         hostname = self.config.hostname
-        domains = from_domains(message)
-        loop = asyncio.get_running_loop()
+        head = message[: _header_end(message)]
+        domains = from_domains(head)
         spf_key = (ip, helo.lower(), mail_from.lower())
         cached_spf = self._spf_seen.get(spf_key)
+        signed = b"dkim-signature" in head.lower()
+        if cached_spf is not None and not signed:
+            # The common case of a sender seen in the last minute, unsigned: every answer
+            # is at hand (unless a From domain's DMARC record is not), so no task, no
+            # timer and no thread trip.
+            records = [self._dmarc_seen.get(domain) for domain in domains]
+            if all(record is not None for record in records):
+                outcomes = [
+                    evaluate_dmarc(domain, record, from_org, cached_spf, [])
+                    for domain, (record, from_org) in zip(domains, _present(records), strict=True)
+                ]
+                return self._verdict(hostname, cached_spf, [], outcomes, started)
+        loop = asyncio.get_running_loop()
         spf_task: asyncio.Future[Any]
         if cached_spf is not None:
             spf_task = loop.create_future()
@@ -232,7 +247,7 @@ class InboundAuth:
                 self._pool, _guarded, "spf", _check_spf, ip, helo, mail_from, hostname
             )
         dkim_task: asyncio.Future[Any]
-        if b"dkim-signature" not in message[: _header_end(message)].lower():
+        if not signed:
             dkim_task = loop.create_future()  # unsigned: nothing to verify, no thread trip
             dkim_task.set_result([])
         else:
@@ -262,6 +277,17 @@ class InboundAuth:
             dmarc_outcomes.append(
                 evaluate_dmarc(domain, record, from_org, spf_outcome, dkim_outcomes)
             )
+        return self._verdict(hostname, spf_outcome, dkim_outcomes, dmarc_outcomes, started)
+
+    def _verdict(
+        self,
+        hostname: str,
+        spf_outcome: SpfOutcome,
+        dkim_outcomes: list[DkimOutcome],
+        dmarc_outcomes: list[DmarcOutcome],
+        started: float,
+    ) -> AuthVerdict:
+        """The header field and the refusal (if any) from the outcomes of one message."""
         header = render_results(hostname, spf_outcome, dkim_outcomes, dmarc_outcomes)
         refusal = None
         rejecting = [o.from_domain for o in dmarc_outcomes if o.reject]
@@ -303,6 +329,13 @@ class InboundAuth:
         if len(texts) != 1:
             return None, len(texts) > 1
         return parse_dmarc_record(texts[0]), True
+
+
+def _present(
+    records: list[tuple[DmarcRecord | None, bool] | None],
+) -> list[tuple[DmarcRecord | None, bool]]:
+    """``records`` once the caller has checked that none is None (for the type checker)."""
+    return [record for record in records if record is not None]
 
 
 def _result_or(task: asyncio.Future[T], default: T) -> T:
@@ -577,14 +610,24 @@ def from_domains(message: bytes) -> list[str]:
     for field in _fields(message[: _header_end(message)]):
         name, sep, value = field.partition(b":")
         if sep and name.strip().lower() == b"from":
-            unfolded = value.replace(b"\r", b"").replace(b"\n", b"")
-            values.append(unfolded.decode("utf-8", "replace"))
+            values.append(value.replace(b"\r", b"").replace(b"\n", b""))
+    key = tuple(values)
+    if sum(len(value) for value in key) > _FROM_CACHE_BYTES:
+        return list(_domains_of.__wrapped__(key))
+    return list(_domains_of(key))
+
+
+@functools.lru_cache(maxsize=1024)
+def _domains_of(values: tuple[bytes, ...]) -> tuple[str, ...]:
+    """:func:`from_domains` of the unfolded From field bodies (the same sender's messages
+    have the same From: parsed once)."""
     domains: list[str] = []
-    for _name, address in email.utils.getaddresses(values):
+    texts = [value.decode("utf-8", "replace") for value in values]
+    for _name, address in email.utils.getaddresses(texts):
         domain = _ascii_domain(address.rpartition("@")[2]) if "@" in address else None
         if domain is not None and domain not in domains:
             domains.append(domain)
-    return domains[:MAX_FROM_DOMAINS]
+    return tuple(domains[:MAX_FROM_DOMAINS])
 
 
 def _ascii_domain(text: str) -> str | None:
@@ -709,5 +752,9 @@ def _header_end(content: bytes) -> int:
     """Offset of the blank line that ends the header (the whole message when none)."""
     if content.startswith((b"\r\n", b"\n")):
         return 0
-    found = [p for p in (content.find(b"\n\r\n"), content.find(b"\n\n")) if p >= 0]
+    crlf = content.find(b"\n\r\n")
+    # A bare-LF blank line counts only before the first CRLF one: search no further (not
+    # through a whole body without one).
+    lf = content.find(b"\n\n", 0, len(content) if crlf < 0 else crlf + 1)
+    found = [p for p in (crlf, lf) if p >= 0]
     return min(found) + 1 if found else len(content)

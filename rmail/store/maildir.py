@@ -379,21 +379,10 @@ class Folder:
         writing = self._start_writing()
         try:
             for data, flags, date in prepared:
-                mask, keywords = flags_to_mask(flags)
-                base = unique_name(self.mailbox.hostname)
-                tmp = f"{self._dir_str}/tmp/{base}"
-                self.mailbox.write_file(tmp, data)
-                # Untouched mail goes to new/ (Maildir); mail stored with flags, to cur/.
-                mask = mask or IN_NEW
-                dest = f"{self._dir_str}/{MessageMeta(0, base, mask, (), 0, 0, 0).relpath}"
-                os.rename(tmp, dest)
+                dest, row = self._place(data, flags, date)
                 placed.append(dest)
-                rows.append((base, mask, keywords, len(data), int(date or time.time())))
-            # Before the index names them, so that whoever finds a UID finds its record.
-            self.headers.put_many(
-                [(row[0], header_values(d)) for row, (d, _, _) in zip(rows, prepared, strict=True)]
-            )
-            metas = self._commit(placed, rows, writing)
+                rows.append(row)
+            metas = self._index_placed(placed, rows, [d for d, _, _ in prepared], writing)
         except BaseException:
             writing.stop()
             for path in placed:
@@ -401,6 +390,75 @@ class Folder:
                     os.unlink(path)
             raise
         return metas
+
+    def append_each(self, messages: Sequence[bytes]) -> list[MessageMeta | RmailError]:
+        """Store independent messages with one shared commit (local delivery of a batch).
+
+        Unlike :meth:`append_many`, a message whose file cannot be written fails alone
+        (its entry is the error); the others are indexed together: one fsync of the
+        directory and one journal write for all of them, as a group commit would give
+        concurrent :meth:`append` calls, without a thread per message. When that commit
+        fails, it raises and nothing is indexed. The quota is not checked: the caller
+        (delivery) has done it for the whole batch.
+
+        Raises:
+            TemporaryFailure: the shared commit failed (every file written is removed).
+        """
+        outcomes: list[MessageMeta | RmailError] = []
+        placed: list[str] = []
+        rows: list[_Row] = []
+        datas: list[bytes] = []
+        writing = self._start_writing()
+        try:
+            for message in messages:
+                data = normalize_crlf(message)
+                try:
+                    dest, row = self._place(data, (), None)
+                except RmailError as exc:
+                    outcomes.append(exc)
+                    continue
+                outcomes.append(MessageMeta(0, "", 0, (), 0, 0, 0))  # filled in below
+                placed.append(dest)
+                rows.append(row)
+                datas.append(data)
+            metas = iter(self._index_placed(placed, rows, datas, writing) if placed else ())
+            if not placed:
+                writing.stop()
+        except BaseException:
+            writing.stop()
+            for path in placed:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            raise
+        return [o if isinstance(o, RmailError) else next(metas) for o in outcomes]
+
+    def _place(self, data: bytes, flags: Sequence[str], date: int | None) -> tuple[str, _Row]:
+        """Write one message file (complete and fsynced) and rename it into new/ or cur/;
+        returns its path there and its index row. Not indexed yet (see :meth:`_commit`)."""
+        mask, keywords = flags_to_mask(flags)
+        base = unique_name(self.mailbox.hostname)
+        tmp = f"{self._dir_str}/tmp/{base}"
+        self.mailbox.write_file(tmp, data)
+        # Untouched mail goes to new/ (Maildir); mail stored with flags, to cur/.
+        mask = mask or IN_NEW
+        dest = f"{self._dir_str}/{MessageMeta(0, base, mask, (), 0, 0, 0).relpath}"
+        try:
+            os.rename(tmp, dest)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise TemporaryFailure(f"cannot store message: {exc.strerror}") from exc
+        return dest, (base, mask, keywords, len(data), int(date or time.time()))
+
+    def _index_placed(
+        self, placed: list[str], rows: list[_Row], datas: list[bytes], writing: _Writing
+    ) -> list[MessageMeta]:
+        """Header-cache records, then :meth:`_commit`, for files :meth:`_place` wrote."""
+        # Before the index names them, so that whoever finds a UID finds its record.
+        self.headers.put_many(
+            [(row[0], header_values(data)) for row, data in zip(rows, datas, strict=True)]
+        )
+        return self._commit(placed, rows, writing)
 
     def _start_writing(self) -> _Writing:
         """Count a caller that is about to write files it will :meth:`_commit` (see there)."""

@@ -5,6 +5,9 @@ written atomically (mode 0600: it holds the signing secrets) under the flock of 
 ``webhooks.lock``, so two writers never lose each other's change. Reads take no lock and
 are cached per file, revalidated by a ``stat`` (inode, mtime, size): the dispatcher looks
 the hooks up for every event, and an atomic rename always gives the file a new inode.
+:meth:`Webhooks.peek` answers from memory (no ``stat``) for a user whose hooks were read
+less than ``max_age`` seconds ago, so that the dispatcher can pass over the events of users
+without webhooks on the event loop.
 
 What this module checks is the shape of a hook (URL syntax and length, event names, the
 count per user). Which addresses a URL may reach is policy, and lives with the dispatcher
@@ -16,6 +19,7 @@ from __future__ import annotations
 import builtins
 import secrets
 import threading
+import time
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -26,7 +30,7 @@ from typing import Any, Final, Literal, get_args
 
 from rmail.errors import InvalidInput, NotFound
 from rmail.store import fsio
-from rmail.store.accounts import Accounts
+from rmail.store.accounts import Accounts, normalize_address
 
 __all__ = [
     "EVENT_NAMES",
@@ -137,6 +141,8 @@ class Webhooks:
         self.fsync = fsync
         self._cache: OrderedDict[Path, tuple[_StatKey, tuple[Webhook, ...]]] = OrderedDict()
         self._lock = threading.Lock()
+        # For peek(): (user, domain) -> (monotonic time of the last list(), its hooks).
+        self._seen: dict[tuple[str, str], tuple[float, tuple[Webhook, ...]]] = {}
 
     def _path(self, address: str) -> Path:
         return self.accounts.user_dir(address) / FILE_NAME
@@ -167,6 +173,8 @@ class Webhooks:
         return hooks
 
     def _write(self, path: Path, hooks: Iterable[Webhook]) -> None:
+        with self._lock:
+            self._seen.clear()  # rare: forget every remembered answer rather than one
         fsio.atomic_write_json(path, {"webhooks": [_to_record(h) for h in hooks]}, fsync=self.fsync)
 
     def list(self, address: str) -> builtins.list[Webhook]:
@@ -176,7 +184,29 @@ class Webhooks:
             InvalidInput: bad address, or a damaged file.
             NotFound: no such user.
         """
-        return list(self._read(self._path(address)))
+        hooks = self._read(self._path(address))
+        with self._lock:
+            if len(self._seen) >= _CACHE_MAX:
+                self._seen.clear()
+            self._seen[normalize_address(address)] = (time.monotonic(), hooks)
+        return list(hooks)
+
+    def peek(self, address: str, max_age: float) -> tuple[Webhook, ...] | None:
+        """The user's webhooks as :meth:`list` found them less than ``max_age`` seconds ago,
+        from memory (no file system access); None when there is no such answer.
+
+        A change made through this object is seen at once; one made by another process,
+        within ``max_age``.
+        """
+        try:
+            key = normalize_address(address)
+        except InvalidInput:
+            return None
+        with self._lock:
+            found = self._seen.get(key)
+        if found is None or time.monotonic() - found[0] > max_age:
+            return None
+        return found[1]
 
     def add(self, address: str, url: str, events: Iterable[object] | None = None) -> Webhook:
         """Register ``url`` for ``events`` (default: all); the result holds the new secret.

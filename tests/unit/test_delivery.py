@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rmail.config import AuthConfig, Config, StoreConfig
-from rmail.delivery import Delivered, Delivery
-from rmail.errors import InvalidInput, NotFound, QuotaExceeded
+from rmail.delivery import Delivered, Delivery, DeliveryReport, _Request
+from rmail.errors import InvalidInput, NotFound, QuotaExceeded, TemporaryFailure
 from rmail.events import Event, EventBus, MessageAdded
 from rmail.store import Store
 
@@ -209,3 +210,95 @@ async def test_concurrent_deliveries_get_distinct_uids(store: Store, delivery: D
     uids = sorted(r.delivered[ALICE][0].uid for r in reports)
     assert uids == list(range(1, 21))
     assert _count(store, ALICE) == 20
+
+
+async def test_a_burst_of_deliveries_is_stored_exactly_once_in_few_batches(
+    store: Store, delivery: Delivery
+) -> None:
+    """200 deliveries at once (some refused as a whole, some to two mailboxes) go to the
+    workers in batches; every accepted message is in each of its mailboxes exactly once,
+    and nothing of a refused one is stored."""
+    batches: list[int] = []
+    real = delivery.deliver_many_sync
+
+    def counting(jobs: Any, contexts: Any = None) -> Any:
+        batches.append(len(jobs))
+        return real(jobs, contexts)
+
+    delivery.deliver_many_sync = counting  # type: ignore[method-assign]  # count the trips
+
+    def rcpts(i: int) -> list[str]:
+        if i % 10 == 3:
+            return [ALICE, "nobody@example.test"]  # refused, all or nothing
+        return [ALICE, BOB] if i % 4 == 0 else [ALICE]
+
+    reports = await asyncio.gather(
+        *(
+            delivery.deliver(b"Subject: n%d\r\n\r\nx\r\n" % i, rcpts(i), all_or_nothing=True)
+            for i in range(200)
+        )
+    )
+    assert sum(batches) == 200 and len(batches) < 100
+    for i, report in enumerate(reports):
+        assert report.ok == (i % 10 != 3)
+    for address, wanted in (
+        (ALICE, {i for i in range(200) if i % 10 != 3}),
+        (BOB, {i for i in range(200) if i % 4 == 0 and i % 10 != 3}),
+    ):
+        folder = store.mailbox(address).folder("INBOX")
+        subjects = [
+            folder.read_message(meta).split(b"\r\n")[0] for meta in folder.refresh().messages()
+        ]
+        assert sorted(subjects) == sorted(b"Subject: n%d" % i for i in wanted)
+        files = [p for sub in ("new", "cur", "tmp") for p in (folder.dir / sub).iterdir()]
+        assert len(files) == len(wanted)
+
+
+async def test_a_batch_counts_its_earlier_messages_against_the_quota(
+    store: Store, delivery: Delivery
+) -> None:
+    store.accounts.set_user(BOB, quota_mb=1)
+    big = b"Subject: big\r\n\r\n" + b"x" * (600 * 1024) + b"\r\n"
+    first, second = await asyncio.to_thread(
+        delivery.deliver_many_sync,
+        [_Request(big, [BOB], None, False), _Request(big, [BOB], None, False)],
+    )
+    assert isinstance(first, DeliveryReport) and first.ok
+    assert isinstance(second, DeliveryReport)
+    assert isinstance(second.failed[BOB], QuotaExceeded)
+    assert _count(store, BOB) == 1
+
+
+async def test_a_failed_commit_fails_the_whole_batch_and_leaves_no_file(
+    store: Store, delivery: Delivery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = store.mailbox(ALICE).folder("INBOX").index
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise TemporaryFailure("journal write failed")
+
+    monkeypatch.setattr(index, "add_many", broken)
+    outcomes = await asyncio.to_thread(
+        delivery.deliver_many_sync,
+        [_Request(b"Subject: %d\r\n\r\nx\r\n" % i, [ALICE, BOB], None, False) for i in range(3)],
+    )
+    monkeypatch.undo()
+    for outcome in outcomes:
+        assert isinstance(outcome, DeliveryReport)
+        assert isinstance(outcome.failed[ALICE], TemporaryFailure)
+        assert [c.address for c in outcome.delivered[BOB]] == [BOB]  # another folder: stored
+    inbox = store.mailbox(ALICE).folder("INBOX").dir
+    assert [p for sub in ("new", "cur", "tmp") for p in (inbox / sub).iterdir()] == []
+    assert (_count(store, ALICE), _count(store, BOB)) == (0, 3)
+    report = await delivery.deliver(MESSAGE, [ALICE])
+    assert report.delivered == {ALICE: [Delivered(ALICE, "INBOX", 1)]}
+
+
+async def test_a_delivery_after_close_is_refused_not_left_waiting(
+    store: Store, delivery: Delivery
+) -> None:
+    await delivery.deliver(MESSAGE, [ALICE])  # the workers run
+    await asyncio.to_thread(delivery.close)
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(delivery.deliver(MESSAGE, [ALICE]), 5)
+    assert _count(store, ALICE) == 1

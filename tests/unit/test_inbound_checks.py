@@ -398,3 +398,21 @@ async def test_a_sender_seen_again_is_not_looked_up_again(zone: DnsServer) -> No
     finally:
         auth.close()
     assert "spf=pass" in first.header and "dmarc=pass" in first.header
+
+
+async def test_an_unsigned_message_of_a_sender_seen_again_needs_no_thread(
+    zone: DnsServer,
+) -> None:
+    """With its SPF result and DMARC records at hand, an unsigned message is judged on the
+    event loop: the check pool is not used (here: shut down, so using it would raise), and
+    the verdict, a DMARC refusal included, is the one the full path gives."""
+    auth = checker(zone, dmarc_reject=True)
+    message = b"From: a@example.org\r\nSubject: x\r\n\r\nbody\r\n"
+    try:
+        first = await auth.check(message, ip="127.0.0.1", helo="h", mail_from="b@example.org")
+        auth._pool.shutdown(wait=True)
+        again = await auth.check(message, ip="127.0.0.1", helo="h", mail_from="b@example.org")
+    finally:
+        auth.close()
+    assert first.refusal is not None and "dmarc=fail" in first.header
+    assert again == first

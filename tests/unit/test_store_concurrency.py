@@ -76,6 +76,14 @@ if mode == "append":
         meta = folder.append(message(a["tag"], i))
         print(meta.uid, i, flush=True)
     print("done", flush=True)
+elif mode == "append_each":
+    # Batches of 7 with one shared commit, as local delivery writes them.
+    for start in range(0, a["count"], 7):
+        batch = range(start, start + 7)
+        metas = folder.append_each([message(a["tag"], i) for i in batch])
+        for meta, i in zip(metas, batch):
+            print(meta.uid, i, flush=True)
+    print("done", flush=True)
 elif mode == "flag":
     # "UID OP FLAG..." lines from the test, so that both children work on a UID at once
     for line in sys.stdin:
@@ -456,11 +464,20 @@ def test_eight_threads_appending_through_one_mailbox_never_share_a_uid(
 # -- SIGKILL -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("journal_max", "fsync"), [(5000, False), (20, False), (20, True)])
+@pytest.mark.parametrize(
+    ("journal_max", "fsync", "mode"),
+    [
+        (5000, False, "append"),
+        (20, False, "append"),
+        (20, True, "append"),
+        (20, True, "append_each"),
+    ],
+)
 def test_a_writer_killed_mid_append_loses_nothing_it_reported(
-    tmp_path: Path, journal_max: int, fsync: bool
+    tmp_path: Path, journal_max: int, fsync: bool, mode: str
 ) -> None:
-    """Three kills in a row on one folder; with journal_max=20 some land in a compaction."""
+    """Three kills in a row on one folder; with journal_max=20 some land in a compaction.
+    ``append_each`` is the batch of local delivery: several messages, one commit."""
     mb = new_mailbox(tmp_path, journal_max=journal_max)
     reported: dict[int, bytes] = {}
     with children(tmp_path) as started:
@@ -469,7 +486,7 @@ def test_a_writer_killed_mid_append_loses_nothing_it_reported(
             writer = spawn(
                 started,
                 tmp_path,
-                "append",
+                mode,
                 worker_args(mb, fsync=fsync, journal_max=journal_max, count=100_000, tag=tag),
             )
             assert writer.readline() == "ready"

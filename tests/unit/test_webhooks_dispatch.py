@@ -3,14 +3,25 @@ bus's all-account subscription that feeds the dispatcher."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+from typing import Any
 
 import pytest
 
+from rmail.config import Config
 from rmail.errors import InvalidInput
-from rmail.events import EventBus, FlagsChanged, MessageAdded, MessagesExpunged
-from rmail.webhooks import check_target, event_name, is_public_address, retry_delay, sign
+from rmail.events import Event, EventBus, FlagsChanged, MessageAdded, MessagesExpunged
+from rmail.store.webhooks import Webhook
+from rmail.webhooks import (
+    WebhookDispatcher,
+    check_target,
+    event_name,
+    is_public_address,
+    retry_delay,
+    sign,
+)
 
 
 def test_the_signature_is_hmac_sha256_of_the_body_keyed_with_the_secret_text() -> None:
@@ -107,3 +118,89 @@ async def test_names_resolving_only_to_private_addresses_are_not_connected_to() 
     finally:
         await refusing.close()
         await allowing.close()
+
+
+class _Hooks:
+    """The store's webhooks: one hook for every account but ``broken@b.test``; from memory,
+    ``quiet@b.test`` is known to have none."""
+
+    def list(self, address: str) -> list[Webhook]:
+        if address == "broken@b.test":
+            raise RuntimeError("a bug while reading the hooks")
+        return [Webhook("h1", "https://hooks.example/x", ("messageNew",), "00" * 32, "")]
+
+    def peek(self, address: str, max_age: float) -> tuple[Webhook, ...] | None:
+        return () if address == "quiet@b.test" else None
+
+
+class _Store:
+    webhooks = _Hooks()
+
+
+def _dispatcher(bus: EventBus) -> WebhookDispatcher:
+    store: Any = _Store()
+    return WebhookDispatcher(Config(), store, bus)
+
+
+async def test_events_waiting_together_are_prepared_in_one_thread_trip() -> None:
+    bus = EventBus()
+    dispatcher = _dispatcher(bus)
+    batches: list[list[Event]] = []
+    seen = asyncio.Event()
+
+    def prepare_many(events: list[Event]) -> list[Any]:
+        batches.append(events)
+        seen.set()
+        return []
+
+    dispatcher._prepare_many = prepare_many  # type: ignore[method-assign]  # count the trips
+    dispatcher._sub = bus.subscribe_all()
+    for uid in range(1, 6):
+        bus.publish(MessageAdded("a@b.test", "INBOX", uid))
+    task = asyncio.create_task(dispatcher._run())
+    try:
+        await asyncio.wait_for(seen.wait(), 5)
+    finally:
+        task.cancel()
+    assert [[e.uid for e in batch if isinstance(e, MessageAdded)] for batch in batches] == [
+        [1, 2, 3, 4, 5]
+    ]
+
+
+def test_an_event_that_fails_to_prepare_does_not_cost_the_others_theirs() -> None:
+    dispatcher = _dispatcher(EventBus())
+    out = dispatcher._prepare_many(
+        [
+            MessageAdded("a@b.test", "INBOX", 1),
+            MessageAdded("broken@b.test", "INBOX", 1),
+            MessageAdded("c@b.test", "INBOX", 2),
+        ]
+    )
+    assert [(d.account, d.event) for d in out] == [
+        ("a@b.test", "messageNew"),
+        ("c@b.test", "messageNew"),
+    ]
+
+
+async def test_events_of_users_known_to_have_no_hooks_make_no_thread_trip() -> None:
+    bus = EventBus()
+    dispatcher = _dispatcher(bus)
+    batches: list[list[Event]] = []
+    seen = asyncio.Event()
+
+    def prepare_many(events: list[Event]) -> list[Any]:
+        batches.append(events)
+        seen.set()
+        return []
+
+    dispatcher._prepare_many = prepare_many  # type: ignore[method-assign]  # count the trips
+    dispatcher._sub = bus.subscribe_all()
+    for uid in range(1, 4):
+        bus.publish(MessageAdded("quiet@b.test", "INBOX", uid))
+    bus.publish(MessageAdded("a@b.test", "INBOX", 9))
+    task = asyncio.create_task(dispatcher._run())
+    try:
+        await asyncio.wait_for(seen.wait(), 5)
+    finally:
+        task.cancel()
+    assert [[e.address for e in batch] for batch in batches] == [["a@b.test"]]

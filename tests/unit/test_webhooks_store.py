@@ -148,3 +148,23 @@ def test_a_damaged_file_is_invalid_input_not_a_crash(hooks: Webhooks, accounts: 
     (accounts.user_dir(ALICE) / "webhooks.json").write_text("{not json")
     with pytest.raises(InvalidInput, match="damaged"):
         hooks.list(ALICE)
+
+
+def test_peek_answers_from_memory_only_for_a_recent_list(hooks: Webhooks) -> None:
+    assert hooks.peek(ALICE, 60) is None  # never listed
+    assert hooks.list(ALICE) == []
+    assert hooks.peek(ALICE, 60) == ()
+    assert hooks.peek("Alice@Example.test", 60) == ()  # the same account
+    assert hooks.peek(ALICE, -1) is None  # older than max_age
+    assert hooks.peek(BOB, 60) is None
+    assert hooks.peek("not an address", 60) is None
+
+
+def test_a_change_through_the_store_is_seen_by_peek_at_once(hooks: Webhooks) -> None:
+    hooks.list(ALICE)
+    hook = hooks.add(ALICE, "https://hooks.example.org/rmail")
+    assert hooks.peek(ALICE, 60) is None  # forgotten: the next look reads the file
+    assert hooks.list(ALICE) == [hook]
+    assert hooks.peek(ALICE, 60) == (hook,)
+    hooks.delete(ALICE, hook.id)
+    assert hooks.peek(ALICE, 60) is None
