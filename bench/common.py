@@ -107,9 +107,13 @@ def status_kb(pid: int, key: str) -> int | None:
     return None
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of one process in MB (0 once it has gone)."""
-    return (status_kb(pid, "VmRSS") or 0) / 1024
+def rss_mb(pid: int, *, tree: bool = False) -> float:
+    """Resident memory of one process in MB (0 once it has gone).
+
+    ``tree``: of ``pid`` and its live descendants together (:func:`process_tree`).
+    """
+    pids = process_tree(pid) if tree else [pid]
+    return sum(status_kb(p, "VmRSS") or 0 for p in pids) / 1024
 
 
 def machine_busy() -> float:
