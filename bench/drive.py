@@ -43,16 +43,13 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import json
 import os
 import platform
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -61,15 +58,33 @@ from typing import Any, Final
 
 import aiohttp
 
-REPO: Final = Path(__file__).resolve().parent.parent
-HOST: Final = "127.0.0.1"
-USER: Final = "alice@example.test"
-PASSWORD: Final = "bench-password"
+from common import (
+    CHEAP_AUTH,
+    HOST,
+    HOSTNAME,
+    PASSWORD,
+    REPO,
+    USER,
+    Process,
+    cpu_of,
+    free_port,
+    machine_busy,
+    rmail_config,
+    rss_mb,
+    say,
+    scratch_dir,
+    spawn_rmail,
+    stop_process,
+    wait_ports,
+    write_config,
+    write_json,
+)
+
 CHUNK: Final = 1 << 20
 START_TIMEOUT: Final = 30.0
+STOP_TIMEOUT: Final = 20.0
 TARGET_RATIO: Final = 0.5
 TARGET_LIST_MS: Final = 50.0
-CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 LISTINGS: Final = 10
 PROPFIND_BODY: Final = (
     b'<?xml version="1.0"?><propfind xmlns="DAV:"><prop><resourcetype/><getcontentlength/>'
@@ -77,73 +92,11 @@ PROPFIND_BODY: Final = (
 )
 
 
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def process_tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                stat = Path(f"/proc/{entry.name}/stat").read_text()
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, ()))
-    return out
-
-
-def rss_mb(root: int) -> float:
-    total = 0
-    for pid in process_tree(root):
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total / 1024
-
-
-def cpu_of(root: int) -> float:
-    total = 0
-    for pid in process_tree(root):
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(f) for f in fields[11:15])
-    return total / CLK_TCK
-
-
-def machine_busy() -> float:
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
-
-
-async def stop_process(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 20)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-
 @dataclass
 class Server:
     name: str
     base: str  # URL of the drive root, ending in "/"
-    proc: asyncio.subprocess.Process
+    proc: Process
     log: Path
     populate_s: float = 0.0  # rmail: writing the listing folder before the start
 
@@ -155,21 +108,10 @@ async def start_rmail(work: Path, args: argparse.Namespace) -> Server:
     from rmail.store.drive import Drive
 
     root = work / "rmail"
-    auth = {"argon2_time_cost": 1, "argon2_memory_kib": 64}
-    config = {
-        "hostname": "mail.example.test",
-        "mail_root": str(root),
-        "domains": ["example.test"],
-        "log_level": "WARNING",
-        "smtp": {"host": HOST, "port": 0, "submission_port": 0, "smtps_port": 0},
-        "imap": {"host": HOST, "port": 0, "imaps_port": 0},
-        "exchange_api": {"host": HOST, "port": 0, "secure_port": 0},
-        "store": {"fsync": not args.no_fsync},
-        "auth": auth,
-    }
-    path = work / "config.json"
-    path.write_text(json.dumps(config, indent=1))
-    store = Store.open(root, auth=AuthConfig(**auth), hostname="mail.example.test")
+    config = rmail_config(root, store={"fsync": not args.no_fsync})
+    path = write_config(work / "config.json", config)
+    # Not common.create_user: the same store also sets the quota and fills the drive.
+    store = Store.open(root, auth=AuthConfig(**CHEAP_AUTH), hostname=HOSTNAME)
     try:
         store.create_user(USER, PASSWORD)
         store.accounts.set_user(USER, quota_mb=1024 * 1024)  # the most allowed: 1 TB
@@ -184,26 +126,9 @@ async def start_rmail(work: Path, args: argparse.Namespace) -> Server:
     finally:
         store.close()
     log = work / "rmail.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RMAIL_")}
-    env["PYTHONPATH"] = str(REPO)
-    with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "rmail", "serve", "--config", str(path)),
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-            cwd=REPO,
-        )
-    ports = root / "run" / "ports.json"
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.returncode is not None:
-            raise RuntimeError(f"rmail exited: {log.read_text()[-2000:]}")
-        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
-            port = int(json.loads(ports.read_text())["http"])
-            return Server("rmail", f"http://{HOST}:{port}/drive/", proc, log, populate)
-        await asyncio.sleep(0.05)
-    raise RuntimeError("rmail did not write run/ports.json in time")
+    proc, _pid = await spawn_rmail(path, log)
+    ports = await wait_ports(root, proc, log, limit=START_TIMEOUT, poll=0.05)
+    return Server("rmail", f"http://{HOST}:{ports['http']}/drive/", proc, log, populate)
 
 
 async def start_rclone(work: Path, args: argparse.Namespace) -> Server:
@@ -254,7 +179,8 @@ class RssSampler:
 
     async def _run(self) -> None:
         while True:
-            self.peak = max(self.peak, await asyncio.to_thread(rss_mb, self.pid))
+            rss = await asyncio.to_thread(rss_mb, self.pid, tree=True)
+            self.peak = max(self.peak, rss)
             await asyncio.sleep(0.02)
 
     def __enter__(self) -> RssSampler:
@@ -396,7 +322,7 @@ def cp_limit(source: Path, work: Path, fsync: bool, repeat: int) -> list[float]:
 async def bench(server: Server, source: Path, work: Path, args: argparse.Namespace) -> Figures:
     figures = Figures()
     await asyncio.sleep(0.5)
-    figures.rss_before_mb = rss_mb(server.proc.pid)
+    figures.rss_before_mb = rss_mb(server.proc.pid, tree=True)
     cpu0 = cpu_of(server.proc.pid)
     with RssSampler(server.proc.pid) as sampler:
         await transfers(server, source, work, args, figures)
@@ -510,8 +436,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    work = Path(tempfile.mkdtemp(prefix="rmail-bench-drive-", dir=args.tmp))
-    try:
+    with scratch_dir("rmail-bench-drive-", args.tmp, keep=False) as work:
         source = work / "source.bin"
         say(f"writing a {args.size_mb} MB source file")
         with source.open("wb") as f:
@@ -539,7 +464,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 results[name] = await bench(server, source, work, args)
                 servers_cpu += cpu_of(server.proc.pid)
             finally:
-                await stop_process(server.proc)
+                await stop_process(server.proc, STOP_TIMEOUT)
         wall = time.perf_counter() - t0
         busy = machine_busy() - busy0
         own = time.process_time() - self0
@@ -559,10 +484,8 @@ async def main_async(args: argparse.Namespace) -> int:
                 "cp_s": cp,
                 "results": {n: f.__dict__ for n, f in results.items()},
             }
-            await asyncio.to_thread(Path(args.json).write_text, json.dumps(data, indent=1))
+            await asyncio.to_thread(write_json, args.json, data)
         return 0
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
