@@ -166,18 +166,20 @@ async def stop_process(proc: Process, grace: float, sig: int = signal.SIGTERM) -
             await proc.wait()
 
 
-async def attach_py_spy(pid: int, out: Path, *, idle: bool = False) -> Process | None:
+async def attach_py_spy(
+    pid: int, out: Path, *, idle: bool = False, rate: int = 200
+) -> Process | None:
     """Sample the running process ``pid`` with ``py-spy record`` (raw format) into ``out``.
 
-    ``idle`` keeps idle threads (``--idle``), else only the GIL holder (``--gil``). None, with a
-    note, if py-spy is not installed.
+    ``idle`` keeps idle threads (``--idle``), else only the GIL holder (``--gil``); ``rate``
+    is samples a second. None, with a note, if py-spy is not installed.
     """
     exe = py_spy_exe()
     if exe is None:
         say(f"py-spy not found; `pip install py-spy` for --py-spy {out}")
         return None
     proc = await asyncio.create_subprocess_exec(
-        *(exe, "record", "--pid", str(pid), "--threads", "--rate", "200"),
+        *(exe, "record", "--pid", str(pid), "--threads", "--rate", str(rate)),
         *(["--idle"] if idle else ["--gil"]),
         *("--format", "raw", "--output", str(out), "--nonblocking"),
         stdout=asyncio.subprocess.DEVNULL,
