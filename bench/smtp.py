@@ -49,29 +49,47 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import platform
 import pstats
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, TextIO
+from typing import Any, Final, TextIO
 
-HOST: Final = "127.0.0.1"
-DOMAIN: Final = "example.test"
-RCPT: Final = f"alice@{DOMAIN}"
+from common import (
+    DOMAIN,
+    HOST,
+    HOSTNAME,
+    USER,
+    Process,
+    attach_py_spy,
+    cpu_model,
+    cpu_seconds,
+    create_user,
+    filesystem_of,
+    log_tail,
+    machine_busy,
+    rmail_config,
+    scratch_dir,
+    spawn_rmail,
+    stop_process,
+    stop_py_spy,
+    wait_ports,
+    write_config,
+)
+
+RCPT: Final = USER
 WARMUP_RCPT: Final = f"bob@{DOMAIN}"
 PER_CONNECTION: Final = 50  # rmail's smtp.max_messages_per_connection default
 TARGET_RATIO: Final = 0.5
 START_TIMEOUT: Final = 30.0
 STOP_TIMEOUT: Final = 30.0
-CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
+PY_SPY_RATE: Final = 250
 SCRIPT: Final = os.path.abspath(__file__)
 
 
@@ -254,14 +272,6 @@ async def run_load(
 # -- servers ----------------------------------------------------------------------------------
 
 
-def machine_busy() -> float:
-    """CPU seconds all CPUs have spent busy since boot (/proc/stat; idle and iowait excluded)."""
-    with contextlib.suppress(OSError):
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return (sum(values[:8]) - values[3] - values[4]) / CLK_TCK
-    return 0.0
-
-
 def fsync_probe(directory: Path, rounds: int = 50) -> tuple[float, float]:
     """Median ms of: write 10 KB to a new file + fsync it + fsync the directory; and p95."""
     data = os.urandom(10240)
@@ -284,16 +294,6 @@ def fsync_probe(directory: Path, rounds: int = 50) -> tuple[float, float]:
     return times[len(times) // 2] * 1000, times[int(len(times) * 0.95)] * 1000
 
 
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(user + system, system) CPU seconds of a process and all its threads, from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0, 0.0
-    user, system = int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
-    return user + system, system
-
-
 def measure_server(result: LoadResult, pid: int, before: tuple[float, float, float]) -> None:
     """Fill in the CPU figures of ``result`` from ``before`` = (cpu, sys, machine busy)."""
     cpu, system = cpu_seconds(pid)
@@ -305,21 +305,6 @@ def measure_server(result: LoadResult, pid: int, before: tuple[float, float, flo
 
 def snapshot(pid: int) -> tuple[float, float, float]:
     return (*cpu_seconds(pid), machine_busy())
-
-
-Process = asyncio.subprocess.Process
-
-
-async def _stop(proc: Process, sig: int = signal.SIGTERM) -> None:
-    """Signal a child we started and wait for it (killed after ``STOP_TIMEOUT``)."""
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(sig)
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
 
 
 async def bench_sink(args: argparse.Namespace) -> LoadResult:
@@ -338,52 +323,26 @@ async def bench_sink(args: argparse.Namespace) -> LoadResult:
         measure_server(result, proc.pid, before)
         return result
     finally:
-        await _stop(proc)
+        await stop_process(proc, STOP_TIMEOUT)
 
 
-def write_config(base: Path, fsync: bool, workers: int | None) -> tuple[Path, Path]:
-    """A config with every port 0 and cheap Argon2; returns (config file, mail_root)."""
+def prepare_rmail(base: Path, fsync: bool, workers: int | None) -> tuple[Path, Path]:
+    """Config written and users created (before the server starts); (config, mail_root)."""
     root = base / "mail"
-    config = {
-        "hostname": "mail.example.test",
-        "mail_root": str(root),
-        "domains": [DOMAIN],
-        "log_level": "WARNING",
-        "smtp": {"host": HOST, "port": 0, "submission_port": 0, "smtps_port": 0},
-        "imap": {"host": HOST, "port": 0, "imaps_port": 0},
-        "exchange_api": {"host": HOST, "port": 0, "secure_port": 0},
-        "store": {"fsync": fsync},
-        "auth": {"argon2_time_cost": 1, "argon2_memory_kib": 64},
-    }
+    sections: dict[str, Any] = {"store": {"fsync": fsync}}
     if workers is not None:
-        config["delivery"] = {"workers": workers}
-    path = base / "config.json"
-    path.write_text(json.dumps(config, indent=1))
-    return path, root
-
-
-def create_users(root: Path, fsync: bool) -> None:
-    from rmail.config import AuthConfig
-    from rmail.store import Store
-
-    store = Store.open(
-        root,
-        fsync=fsync,
-        auth=AuthConfig(argon2_time_cost=1, argon2_memory_kib=64),
-        hostname="mail.example.test",
-    )
-    try:
-        for address in (RCPT, WARMUP_RCPT):
-            store.create_user(address, "bench-password")
-    finally:
-        store.close()
+        sections["delivery"] = {"workers": workers}
+    config = write_config(base / "config.json", rmail_config(root, **sections))
+    for address in (RCPT, WARMUP_RCPT):
+        create_user(root, address)
+    return config, root
 
 
 def count_inbox(root: Path, address: str) -> tuple[int, int]:
     """(messages in the INBOX index, message files in new/ and cur/) of a user."""
     from rmail.store import Store
 
-    store = Store.open(root, fsync=False, hostname="mail.example.test")
+    store = Store.open(root, fsync=False, hostname=HOSTNAME)
     try:
         folder = store.mailbox(address).folder("INBOX")
         indexed = len(folder.refresh())
@@ -393,58 +352,25 @@ def count_inbox(root: Path, address: str) -> tuple[int, int]:
         store.close()
 
 
-def read_ports(root: Path) -> dict[str, int] | None:
-    """``run/ports.json`` once the server has written it."""
-    try:
-        ports: dict[str, int] = json.loads((root / "run" / "ports.json").read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    return ports
-
-
-async def wait_ports(root: Path, proc: Process, log: Path) -> dict[str, int]:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.returncode is not None:
-            text = await asyncio.to_thread(log.read_text)
-            raise RuntimeError(f"rmail exited with {proc.returncode}:\n{text}")
-        ports = await asyncio.to_thread(read_ports, root)
-        if ports is not None:
-            return ports
-        await asyncio.sleep(0.05)
-    raise RuntimeError(f"rmail did not write run/ports.json in {START_TIMEOUT:.0f} s")
-
-
-def prepare_rmail(base: Path, fsync: bool, workers: int | None) -> tuple[Path, Path]:
-    """Config written and users created (before the server starts); (config, mail_root)."""
-    config, root = write_config(base, fsync, workers)
-    create_users(root, fsync)
-    return config, root
-
-
 async def bench_rmail(args: argparse.Namespace, base: Path) -> tuple[LoadResult, str]:
     """Run the workload against a real rmail process; returns the result and the check."""
     fsync = not args.no_fsync
     config, root = await asyncio.to_thread(prepare_rmail, base, fsync, args.workers)
-    command = [sys.executable, "-m", "rmail", "serve", "--config", str(config)]
-    if args.cprofile:
-        command[1:1] = ["-m", "cProfile", "-o", str(args.cprofile)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RMAIL_")}
     log = base / "rmail.log"
-    out = await asyncio.to_thread(log.open, "wb")
-    with out:
-        proc = await asyncio.create_subprocess_exec(
-            *command, stdout=out, stderr=asyncio.subprocess.STDOUT, env=env
-        )
+    cprofile = Path(args.cprofile) if args.cprofile else None
+    proc, _pid = await spawn_rmail(config, log, cprofile=cprofile)
     spy: Process | None = None
     try:
-        ports = await wait_ports(root, proc, log)
+        ports = await wait_ports(root, proc, log, limit=START_TIMEOUT, poll=0.05)
         common = {"port": ports["smtp"], "clients": args.clients, "size": args.size}
         await run_load(
             target="warm-up", messages=2 * args.clients, rcpt=WARMUP_RCPT, seconds=30, **common
         )
         if args.py_spy:
-            spy = await start_py_spy(proc.pid, Path(args.py_spy), args.py_spy_idle)
+            # Attached after the warm-up (not spawn_rmail's py_spy=): only the measured load.
+            spy = await attach_py_spy(
+                proc.pid, Path(args.py_spy), idle=args.py_spy_idle, rate=PY_SPY_RATE
+            )
         before = snapshot(proc.pid)
         result = await run_load(
             target="rmail (fsync on)" if fsync else "rmail (fsync off)",
@@ -456,11 +382,12 @@ async def bench_rmail(args: argparse.Namespace, base: Path) -> tuple[LoadResult,
         measure_server(result, proc.pid, before)
     finally:
         if spy is not None:
-            await _stop(spy, signal.SIGINT)
-        await _stop(proc)
+            await stop_py_spy(spy, STOP_TIMEOUT)
+        await stop_process(proc, STOP_TIMEOUT)
+    # Not stop_rmail(): error lines in the log are not counted as failures here.
     if proc.returncode != 0:
-        text = await asyncio.to_thread(log.read_text)
-        result.errors.append(f"rmail exited with {proc.returncode}: {text[-2000:]}")
+        text = await asyncio.to_thread(log_tail, log, 2000)
+        result.errors.append(f"rmail exited with {proc.returncode}: {text}")
     indexed, files = await asyncio.to_thread(count_inbox, root, RCPT)
     verdict = "OK" if indexed == files == result.ok else "MISMATCH"
     check = (
@@ -472,58 +399,23 @@ async def bench_rmail(args: argparse.Namespace, base: Path) -> tuple[LoadResult,
     return result, check
 
 
-async def start_py_spy(pid: int, out: Path, idle: bool) -> Process | None:
-    """Sample every thread of the server until SIGINT (py-spy, when installed).
-
-    Without ``idle`` only the thread holding the GIL is sampled (where the Python CPU the
-    server is bound by goes); with it, every thread, also waiting in fsync, on a lock or in
-    epoll (where wall time goes).
-    """
-    exe = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
-    if not os.access(exe, os.X_OK):
-        print(f"py-spy not found; `pip install py-spy` for --py-spy {out}", file=sys.stderr)
-        return None
-    proc = await asyncio.create_subprocess_exec(
-        *(exe, "record", "--pid", str(pid), "--threads", "--rate", "250"),
-        *(["--idle"] if idle else ["--gil"]),
-        *("--format", "raw", "--output", str(out), "--nonblocking"),
-        stdout=asyncio.subprocess.DEVNULL,
-    )
-    await asyncio.sleep(0.5)  # let it attach before the load starts
-    return proc
-
-
 # -- report -----------------------------------------------------------------------------------
 
 
 def machine() -> list[str]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
     import aiosmtpd
 
     return [
-        f"- CPU: {model}; nproc {len(os.sched_getaffinity(0))}",
+        f"- CPU: {cpu_model()}; nproc {len(os.sched_getaffinity(0))}",
         f"- kernel {platform.release()}; Python {platform.python_version()}; "
         f"aiosmtpd {aiosmtpd.__version__}",
     ]
 
 
 def filesystem(path: Path) -> str:
-    """Filesystem type and mount point holding ``path`` (from /proc/mounts)."""
-    real = os.path.realpath(path)
-    best = ("?", "?")
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/mounts").read_text().splitlines():
-            parts = line.split()
-            mount, fstype = parts[1], parts[2]
-            inside = real == mount or real.startswith(mount.rstrip("/") + "/")
-            if inside and len(mount) >= len(best[0].rstrip("?")):
-                best = (mount, fstype)
-    return f"{best[1]} (mounted on {best[0]})"
+    """Filesystem type and mount point holding ``path``."""
+    mount, fstype, _device = filesystem_of(path)
+    return f"{fstype} (mounted on {mount})"
 
 
 def table(results: Sequence[LoadResult], messages: int) -> list[str]:
@@ -588,14 +480,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.messages = min(args.messages, 500)
+    if args.cprofile:  # rmail runs in the repository (spawn_rmail), this script may not
+        args.cprofile = os.path.abspath(args.cprofile)
     if args.messages < 1 or args.clients < 1 or args.size < 512:
         parser.error("--messages and --clients must be >= 1, --size >= 512")
     return args
 
 
 async def amain(args: argparse.Namespace) -> int:
-    base = Path(tempfile.mkdtemp(prefix="rmail-bench-smtp-", dir=args.dir))
-    try:
+    # The "kept" note goes to stdout, in the report, as a list item.
+    with scratch_dir(
+        "rmail-bench-smtp-", args.dir, args.keep, note=lambda t: print(f"- {t}")
+    ) as base:
         print("# SMTP intake benchmark (bench/smtp.py)\n")
         print("\n".join(machine()))
         probe = base / "probe"
@@ -643,11 +539,6 @@ async def amain(args: argparse.Namespace) -> int:
         if args.py_spy:
             print(f"- py-spy samples (raw, collapsed stacks): {args.py_spy}")
         return 1 if failed else 0
-    finally:
-        if args.keep:
-            print(f"- kept {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
