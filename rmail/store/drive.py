@@ -41,8 +41,10 @@ import contextlib
 import hashlib
 import mimetypes
 import os
+import queue
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -508,14 +510,24 @@ class Drive:
         head = b""
         try:
             with open(tmp, "wb") as out:
-                for chunk in chunks:
-                    if len(head) < 16:
-                        head += chunk[: 16 - len(head)]
-                    size += len(chunk)
-                    if size_hint is None or size > size_hint:
-                        self._check_quota(size - replaced)
-                    digest.update(chunk)
-                    out.write(chunk)
+                spool: _Spool | None = None
+                try:
+                    for chunk in chunks:
+                        if len(head) < 16:
+                            head += chunk[: 16 - len(head)]
+                        size += len(chunk)
+                        if size_hint is None or size > size_hint:
+                            self._check_quota(size - replaced)
+                        digest.update(chunk)
+                        if spool is not None:
+                            spool.write(chunk)
+                            continue
+                        out.write(chunk)
+                        if size > SPOOL_AFTER:
+                            spool = _Spool(out, flush=self.fsync)
+                finally:
+                    if spool is not None:
+                        spool.close()  # also when the body failed: the thread must end
                 out.flush()
                 if self.fsync:
                     os.fsync(out.fileno())
@@ -822,6 +834,58 @@ _ENTRY_SLOTS: Final = tuple(
     Entry.__dict__[name].__set__
     for name in ("name", "type", "size", "etag", "mtime", "content_type", "props")
 )
+
+
+# A file grown past this many bytes is written by a thread of its own (see _Spool).
+SPOOL_AFTER: Final = 16 << 20
+_SPOOL_CHUNKS: Final = 16  # chunks between the hashing thread and the writing one
+_FLUSH_EVERY: Final = 64 << 20  # bytes written between two fdatasyncs of a spooled file
+
+
+class _Spool:
+    """The rest of a big file written, and flushed as it goes, by a thread of its own.
+
+    The caller's thread hashes each chunk and hands it here, so a big upload costs about
+    the longer of hashing and writing rather than their sum (SHA-256 and the writes each
+    release the GIL). With ``flush``, every ``_FLUSH_EVERY`` bytes are fdatasync'ed as they
+    are written, so the fsync that acknowledges the file finds most of it on disk already
+    instead of writing it all then. A write error is raised by the next :meth:`write` or by
+    :meth:`close`; close also when the caller fails, so the thread ends.
+    """
+
+    def __init__(self, out: BinaryIO, *, flush: bool) -> None:
+        self._out = out
+        self._flush = flush
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(_SPOOL_CHUNKS)
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="drive-spool", daemon=True)
+        self._thread.start()
+
+    def write(self, chunk: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._chunks.put(chunk)
+
+    def close(self) -> None:
+        self._chunks.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        unflushed = 0
+        while (chunk := self._chunks.get()) is not None:
+            if self._error is not None:
+                continue  # keep taking chunks so the writer is never left blocked
+            try:
+                self._out.write(chunk)
+                unflushed += len(chunk)
+                if self._flush and unflushed >= _FLUSH_EVERY:
+                    self._out.flush()
+                    os.fdatasync(self._out.fileno())
+                    unflushed = 0
+            except OSError as exc:
+                self._error = exc
 
 
 def _entry(name: str, child: dict[str, Any]) -> Entry:

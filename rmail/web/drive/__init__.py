@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import urllib.parse
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
@@ -53,7 +54,7 @@ from rmail.web.drive.listing import listing_json
 from rmail.web.drive.lock import lock, unlock
 from rmail.web.drive.propfind import propfind
 from rmail.web.drive.proppatch import proppatch
-from rmail.web.drive.stream import pump
+from rmail.web.drive.stream import pump, read_piece
 from rmail.web.http import ApiError, field, json_body
 
 __all__ = ["setup"]
@@ -158,7 +159,7 @@ async def _put(
         # What has arrived, as it arrives: joining it into bigger blocks, here or in the
         # writer, cost more CPU (docs/performance.md, Drive).
         entry, created = await pump(
-            request.content.readany,
+            functools.partial(read_piece, request.content),
             lambda chunks: drive.write(
                 path,
                 chunks,
