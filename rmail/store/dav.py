@@ -376,12 +376,7 @@ class Collection:
         with self._lock.hold():
             with self._guard:
                 index = self._refresh_locked()
-                current = index.objects.get(name)
-                if current is None:
-                    raise NotFound(f"no object {name!r}")
-                if if_match is not None and current.etag != if_match:
-                    raise PreconditionFailed(f"{name} has changed (ETag mismatch)")
-                _check_schedule_tag(current, if_schedule_tag)
+                _existing(index, name, if_match, if_schedule_tag)
                 sync = index.sync
             self._log(["d", name, sync + 1])
             with contextlib.suppress(FileNotFoundError):
@@ -417,13 +412,7 @@ class Collection:
             for collection in collections:
                 held.enter_context(collection._lock.hold())
             with self._guard:
-                source = self._refresh_locked()
-                meta = source.objects.get(name)
-                if meta is None:
-                    raise NotFound(f"no object {name!r}")
-                if if_match is not None and meta.etag != if_match:
-                    raise PreconditionFailed(f"{name} has changed (ETag mismatch)")
-                _check_schedule_tag(meta, if_schedule_tag)
+                meta = _existing(self._refresh_locked(), name, if_match, if_schedule_tag)
             if same and new_name == name:
                 return meta, False
             with target._guard:
@@ -564,6 +553,24 @@ def _check_name(name: str) -> str:
     if not _NAME.match(name) or ".." in name or name.endswith((".tmp", ".lock")):
         raise InvalidInput(f"invalid name {name!r}")
     return name
+
+
+def _existing(
+    index: _Index, name: str, if_match: str | None, if_schedule_tag: str | None
+) -> ObjectMeta:
+    """The resource ``name`` about to be removed or moved, its preconditions checked.
+
+    Raises:
+        NotFound: no such resource.
+        PreconditionFailed: ``if_match`` or ``if_schedule_tag`` is not the current one.
+    """
+    current = index.objects.get(name)
+    if current is None:
+        raise NotFound(f"no object {name!r}")
+    if if_match is not None and current.etag != if_match:
+        raise PreconditionFailed(f"{name} has changed (ETag mismatch)")
+    _check_schedule_tag(current, if_schedule_tag)
+    return current
 
 
 def _check_schedule_tag(current: ObjectMeta | None, expected: str | None) -> None:

@@ -208,6 +208,13 @@ class _Writing:
         with self.folder._commit_lock:
             self.stop_locked()
 
+    def abandon(self, placed: list[str]) -> None:
+        """Stop, and remove the files this writer placed (its commit failed or never ran)."""
+        self.stop()
+        for path in placed:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
 
 class Folder:
     """One folder: its directory, its index and the operations on its messages."""
@@ -384,10 +391,7 @@ class Folder:
                 rows.append(row)
             metas = self._index_placed(placed, rows, [d for d, _, _ in prepared], writing)
         except BaseException:
-            writing.stop()
-            for path in placed:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+            writing.abandon(placed)
             raise
         return metas
 
@@ -425,10 +429,7 @@ class Folder:
             if not placed:
                 writing.stop()
         except BaseException:
-            writing.stop()
-            for path in placed:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+            writing.abandon(placed)
             raise
         return [o if isinstance(o, RmailError) else next(metas) for o in outcomes]
 
@@ -657,10 +658,7 @@ class Folder:
             dest.headers.put_many(records)
             new = dest._commit(placed, rows, writing)
         except BaseException:
-            writing.stop()
-            for path in placed:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+            writing.abandon(placed)
             raise
         return [(m.uid, n.uid) for m, n in zip(metas, new, strict=True)]
 
