@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypedDict
 
 import icalendar
 import recurring_ical_events
@@ -24,6 +24,7 @@ __all__ = [
     "Alarm",
     "CalendarInfo",
     "CardInfo",
+    "IndexFields",
     "InvalidCalendar",
     "alarms",
     "epoch",
@@ -62,6 +63,29 @@ class CalendarInfo:
     # instance, so a time-range test on the index alone is the RFC 4791 §9.9 answer.
     simple: bool
     method: str | None  # iTIP METHOD (REQUEST, REPLY, CANCEL), for scheduling messages
+
+    @property
+    def index_fields(self) -> IndexFields:
+        """What a calendar collection indexes of the object: ``put(name, data, **these)``."""
+        return IndexFields(
+            uid=self.uid,
+            component=self.component,
+            start=self.start,
+            end=self.end,
+            recurring=self.recurring,
+            simple=self.simple,
+        )
+
+
+class IndexFields(TypedDict):
+    """The keyword arguments of ``Collection.put`` that describe a calendar object."""
+
+    uid: str
+    component: str
+    start: float | None
+    end: float | None
+    recurring: bool
+    simple: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Final, NamedTuple
 
-__all__ = ["HeaderField", "header_end", "parse_fields"]
+__all__ = ["HeaderField", "header_block_end", "header_end", "parse_fields"]
 
 _CRLF: Final = b"\r\n"
 # A header field: name, optional WSP, colon, value, folded continuation lines (RFC 5322 §2.2).
@@ -49,6 +49,22 @@ def parse_fields(raw: bytes, start: int, end: int) -> tuple[HeaderField, ...]:
         colon = whole.index(b":", match.end(1) - match.start(0))
         fields.append(HeaderField(match.group(1).decode("latin-1").lower(), whole, colon))
     return tuple(fields)
+
+
+def header_block_end(content: bytes) -> int:
+    """Offset of the blank line that ends a whole message's header (the whole message when
+    there is none): ``content[:result]`` is the header fields without the blank line.
+
+    A bare-LF blank line counts only before the first CRLF one, so the search never runs
+    through a whole body that has none (SMTP intake and the inbound checks call this per
+    message).
+    """
+    if content.startswith((b"\r\n", b"\n")):
+        return 0
+    crlf = content.find(b"\n\r\n")
+    lf = content.find(b"\n\n", 0, len(content) if crlf < 0 else crlf + 1)
+    found = [p for p in (crlf, lf) if p >= 0]
+    return min(found) + 1 if found else len(content)
 
 
 def header_end(raw: bytes, start: int, end: int) -> int:

@@ -678,12 +678,7 @@ class Scheduling:
         collection.put(
             name,
             data,
-            uid=info.uid,
-            component=info.component,
-            start=info.start,
-            end=info.end,
-            recurring=info.recurring,
-            simple=info.simple,
+            **info.index_fields,
             if_match=etag,
             if_none_match=etag is None,
             schedule_tag=schedule_tag,

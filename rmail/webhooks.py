@@ -49,6 +49,7 @@ from rmail.events import Event, EventBus, FlagsChanged, MessageAdded, Subscripti
 from rmail.store import Store
 from rmail.store.accounts import REVALIDATE_AFTER
 from rmail.store.webhooks import EventName, Webhook
+from rmail.tasks import stop_tasks
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -198,16 +199,8 @@ class WebhookDispatcher:
         self._stopping.set()
         if self._sub is not None:
             self._sub.close()
-        if self._main is not None:
-            self._main.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._main
-            self._main = None
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        main, self._main = self._main, None
+        await stop_tasks(main, self._tasks, grace)
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -24,7 +24,7 @@ from __future__ import annotations
 import bisect
 import calendar
 import datetime
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final, Protocol, TypeVar, assert_never
 
 from rmail.imap.parser.types import (
@@ -223,13 +223,12 @@ def _wants_headers(key: SearchKey) -> bool:
             return False
 
 
-def _any_key(key: SearchKey, test: Callable[[SearchKey], bool]) -> bool:
-    """Whether ``test`` holds for ``key`` or any key nested in it."""
+def _keys(key: SearchKey) -> Iterator[SearchKey]:
+    """``key`` and every key nested in it (under NOT, OR and AND)."""
     stack: list[SearchKey] = [key]
     while stack:
         current = stack.pop()
-        if test(current):
-            return True
+        yield current
         match current:
             case SearchNot(key=inner):
                 stack.append(inner)
@@ -239,27 +238,18 @@ def _any_key(key: SearchKey, test: Callable[[SearchKey], bool]) -> bool:
                 stack.extend(keys)
             case _:
                 pass
-    return False
+
+
+def _any_key(key: SearchKey, test: Callable[[SearchKey], bool]) -> bool:
+    """Whether ``test`` holds for ``key`` or any key nested in it."""
+    return any(test(current) for current in _keys(key))
 
 
 def _content_keys(key: SearchKey) -> int:
     """How many keys in ``key`` read the message (headers or text)."""
-    count = 0
-    stack: list[SearchKey] = [key]
-    while stack:
-        current = stack.pop()
-        if _wants_headers(current) or isinstance(current, SearchText):
-            count += 1
-        match current:
-            case SearchNot(key=inner):
-                stack.append(inner)
-            case SearchOr(left=left, right=right):
-                stack.extend((left, right))
-            case SearchAnd(keys=keys):
-                stack.extend(keys)
-            case _:
-                pass
-    return count
+    return sum(
+        1 for current in _keys(key) if _wants_headers(current) or isinstance(current, SearchText)
+    )
 
 
 def _reads_message(key: SearchKey) -> bool:

@@ -38,6 +38,7 @@ import spf
 from publicsuffixlist import PublicSuffixList
 
 from rmail.config import Config
+from rmail.mime import header_block_end
 from rmail.relay.dns import DnsTemporary, Resolver
 
 __all__ = [
@@ -221,7 +222,7 @@ class InboundAuth:
         """
         started = time.monotonic()
         hostname = self.config.hostname
-        head = message[: _header_end(message)]
+        head = message[: header_block_end(message)]
         domains = from_domains(head)
         spf_key = (ip, helo.lower(), mail_from.lower())
         cached_spf = self._spf_seen.get(spf_key)
@@ -440,7 +441,7 @@ def _check_dkim(message: bytes, resolver: Resolver) -> list[DkimOutcome]:
         verifier = dkim.DKIM(message, minkey=1024)
     except dkim.DKIMException as exc:  # a header dkimpy cannot split into fields
         logger.debug("DKIM: message not parsed: %s", exc)
-        signed = b"dkim-signature" in message[: _header_end(message)].lower()
+        signed = b"dkim-signature" in message[: header_block_end(message)].lower()
         return [DkimOutcome("permerror", "", "", "")] if signed else []
     count = sum(1 for name, _ in verifier.headers if name.lower() == b"dkim-signature")
     if count > MAX_SIGNATURES:
@@ -607,7 +608,7 @@ def from_domains(message: bytes) -> list[str]:
     # Not the email package's structured parser: it crashes on some malformed addresses
     # (an IndexError on "a@"); the legacy address parser takes anything.
     values = []
-    for field in _fields(message[: _header_end(message)]):
+    for field in _fields(message[: header_block_end(message)]):
         name, sep, value = field.partition(b":")
         if sep and name.strip().lower() == b"from":
             values.append(value.replace(b"\r", b"").replace(b"\n", b""))
@@ -746,15 +747,3 @@ def _authserv_id(field: bytes) -> bytes | None:
         return None
     token = match.group(1) if match.group(1) is not None else match.group(0)
     return token.lower()
-
-
-def _header_end(content: bytes) -> int:
-    """Offset of the blank line that ends the header (the whole message when none)."""
-    if content.startswith((b"\r\n", b"\n")):
-        return 0
-    crlf = content.find(b"\n\r\n")
-    # A bare-LF blank line counts only before the first CRLF one: search no further (not
-    # through a whole body without one).
-    lf = content.find(b"\n\n", 0, len(content) if crlf < 0 else crlf + 1)
-    found = [p for p in (crlf, lf) if p >= 0]
-    return min(found) + 1 if found else len(content)

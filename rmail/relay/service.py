@@ -36,6 +36,7 @@ from rmail.relay.dkim import DkimSigner
 from rmail.relay.dns import Resolver
 from rmail.relay.transport import Outcome, Transport
 from rmail.store.queue import QueueEntry, QueueRecipient, RecipientStatus
+from rmail.tasks import stop_tasks
 
 __all__ = ["Relay", "retry_delay"]
 
@@ -101,16 +102,8 @@ class Relay:
     async def stop(self, grace: float) -> None:
         """Stop taking entries; give sends in progress ``grace`` seconds, then cut them."""
         self._stopping = True
-        if self._main is not None:
-            self._main.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._main
-            self._main = None
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        main, self._main = self._main, None
+        await stop_tasks(main, self._tasks, grace)
         await self.transport.close()
 
     # -- scheduling --------------------------------------------------------------------------

@@ -48,6 +48,7 @@ from rmail.errors import (
     RmailError,
 )
 from rmail.metrics import SMTP_MESSAGES
+from rmail.mime import header_block_end
 from rmail.relay.inbound import InboundAuth, strip_forged_results
 from rmail.smtp import replies
 from rmail.smtp.auth import sasl_login, sasl_plain
@@ -226,7 +227,7 @@ class SmtpHandler:
 
     async def _data(self, server: Any, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
-        header_end = _header_end(content)
+        header_end = header_block_end(content)
         extra = b""
         if self.submission:
             # Only submission looks into the header (From ownership, Date, Message-ID).
@@ -352,14 +353,3 @@ def _declared_size(envelope: Envelope) -> int:
         if name.upper() == "SIZE" and value.isdigit():
             return int(value)
     return 0
-
-
-def _header_end(content: bytes) -> int:
-    """Offset just past the blank line that ends the header (or 0 if there is none)."""
-    if content.startswith((b"\r\n", b"\n")):
-        return 0
-    crlf = content.find(b"\n\r\n")
-    # A bare-LF blank line counts only before the first CRLF one: search no further.
-    lf = content.find(b"\n\n", 0, len(content) if crlf < 0 else crlf + 1)
-    found = [p for p in (crlf, lf) if p >= 0]
-    return min(found) + 1 if found else len(content)

@@ -682,9 +682,9 @@ def test_submission_adds_message_id_and_date(main: SmtpServer) -> None:
 def test_submission_adds_headers_to_header_of_bare_lf_message(main: SmtpServer) -> None:
     """Date and Message-ID go into the header even when the client ends lines with LF.
 
-    Regression: ``handler._header_end`` looked for CRLF CRLF anywhere before looking for
-    LF LF, so a header ended by LF LF with a CRLF CRLF later in the body got the new
-    fields inserted into the body.
+    Regression: the header's end (now ``rmail.mime.header_block_end``) was found by looking
+    for CRLF CRLF anywhere before looking for LF LF, so a header ended by LF LF with a
+    CRLF CRLF later in the body got the new fields inserted into the body.
     """
     marker = token()
     message = (

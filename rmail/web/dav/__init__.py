@@ -923,12 +923,7 @@ async def put(request: web.Request, account: Account, resource: Resource) -> web
                 plan.data,
                 schedule_tag="new" if plan.scheduling_object else None,
                 if_schedule_tag=if_schedule_tag,
-                uid=info.uid,
-                component=info.component,
-                start=info.start,
-                end=info.end,
-                recurring=info.recurring,
-                simple=info.simple,
+                **info.index_fields,
                 if_match=if_match,
                 if_none_match=if_none_match,
             )

@@ -498,15 +498,7 @@ def _index_facts(data: bytes) -> dict[str, Any]:
     ORGANIZER is a scheduling object: every webmail save is the user's own change, so it
     gets a new Schedule-Tag (RFC 6638 §3.2.10), as the same save over CalDAV would."""
     _, info = parse_calendar(data, ("VEVENT",))
-    return {
-        "schedule_tag": "new" if _ORGANIZER.search(data) else None,
-        "uid": info.uid,
-        "component": info.component,
-        "start": info.start,
-        "end": info.end,
-        "recurring": info.recurring,
-        "simple": info.simple,
-    }
+    return {**info.index_fields, "schedule_tag": "new" if _ORGANIZER.search(data) else None}
 
 
 def _schedule(
