@@ -1064,7 +1064,7 @@ async def move(request: web.Request, account: Account, resource: Resource) -> we
         destination = await asyncio.to_thread(store.collection, target.collection)
     except NotFound:
         raise ApiError(409, "the destination collection does not exist") from None
-    source = dav.collection(account, kind, resource.collection)
+    source = await asyncio.to_thread(dav.collection, account, kind, resource.collection)
     await locking.enforce(request, dav.locks, account, resource, store, members=True)
     # The destination is changed too; its lock tokens come in the same If header.
     await locking.enforce(request, dav.locks, account, target, store, members=True)

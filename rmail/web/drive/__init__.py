@@ -120,11 +120,15 @@ async def _get(
 ) -> web.StreamResponse:
     """A file's bytes or a folder's listing; ``shown`` is the path a share visitor sees
     (relative to the share), None for the owner."""
-    entry = await asyncio.to_thread(drive.stat, path)
+
+    def look() -> tuple[Entry, tuple[int, ...]]:
+        entry = drive.stat(path)
+        return entry, drive.version(path) if entry.type == "dir" else ()
+
+    entry, version = await asyncio.to_thread(look)  # one thread trip for both
     if entry.type == "file":
         return await _send_file(request, drive, path, public=shown is not None)
     shown_path = path if shown is None else shown
-    version = await asyncio.to_thread(drive.version, path)
     services = request.app[DRIVES]
     key = (str(drive.root), path, "json", shown_path)
     body = services.rendered.get(key, version)
