@@ -65,7 +65,7 @@ from rmail.store import Store
 from rmail.store.accounts import Account
 from rmail.store.dav import Collection, ObjectMeta, PreconditionFailed, ScheduleTagChange
 
-__all__ = ["LEGACY_INBOX_CALENDAR", "Itip", "Prepared", "Scheduling"]
+__all__ = ["LEGACY_INBOX_CALENDAR", "Itip", "Prepared", "Scheduling", "is_scheduling_object"]
 
 logger = logging.getLogger(__name__)
 
@@ -178,9 +178,10 @@ class Scheduling:
         calendar = _parse(new)
         if calendar is None:
             return Prepared(new, False, False, ())
+        if not is_scheduling_object(calendar):
+            return Prepared(new, False, False, ())  # the common case
         organizer = _organizer(calendar)
-        if organizer is None or not _attendee_set(calendar):
-            return Prepared(new, False, False, ())  # no scheduling object: the common case
+        assert organizer is not None
         mine = self.addresses(owner)
         before = _parse(old) if old is not None else None
         if organizer in mine:
@@ -695,6 +696,13 @@ def _parse(data: bytes | None) -> Any | None:
         return parse_calendar(data)[0]
     except InvalidCalendar:
         return None
+
+
+def is_scheduling_object(calendar: Any) -> bool:
+    """RFC 6638 §3.1: whether a parsed calendar object is a scheduling object resource (an
+    event or to-do with an ORGANIZER and at least one ATTENDEE, as ``mailto:`` addresses).
+    Such objects carry a Schedule-Tag, whichever protocol stored them."""
+    return _organizer(calendar) is not None and bool(_attendee_set(calendar))
 
 
 def _components(calendar: Any) -> list[Any]:

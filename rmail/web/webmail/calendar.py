@@ -41,6 +41,7 @@ from aiohttp import web
 from rmail.errors import InvalidInput, NotFound, QuotaExceeded, RmailError
 from rmail.ical import COMPONENTS, InvalidCalendar, parse_calendar
 from rmail.message import ParsedMessage, attachment_bytes
+from rmail.scheduling import is_scheduling_object
 from rmail.store.accounts import Account
 from rmail.store.dav import Collection, DavStore, PreconditionFailed
 from rmail.store.prefs import Preferences
@@ -490,15 +491,12 @@ def _writable(calendars: DavStore, name: str) -> Collection:
     return collection
 
 
-_ORGANIZER: Final = re.compile(rb"^ORGANIZER[;:]", re.MULTILINE)
-
-
 def _index_facts(data: bytes) -> dict[str, Any]:
-    """What :meth:`Collection.put` indexes, as a CalDAV PUT computes it. An event with an
-    ORGANIZER is a scheduling object: every webmail save is the user's own change, so it
-    gets a new Schedule-Tag (RFC 6638 §3.2.10), as the same save over CalDAV would."""
-    _, info = parse_calendar(data, ("VEVENT",))
-    return {**info.index_fields, "schedule_tag": "new" if _ORGANIZER.search(data) else None}
+    """What :meth:`Collection.put` indexes, as a CalDAV PUT computes it. A scheduling object
+    (an ORGANIZER and attendees) gets a new Schedule-Tag: every webmail save is the user's
+    own change (RFC 6638 §3.2.10), as the same save over CalDAV would be."""
+    calendar, info = parse_calendar(data, ("VEVENT",))
+    return {**info.index_fields, "schedule_tag": "new" if is_scheduling_object(calendar) else None}
 
 
 def _schedule(
