@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import blake3
 import pytest
 
 from rmail.errors import AlreadyExists, InvalidInput, NotFound, QuotaExceeded
-from rmail.store.drive import SPOOL_AFTER, Drive, PreconditionFailedError, Totals, split_path
+from rmail.store.drive import FLUSH_EVERY, Drive, PreconditionFailedError, Totals, split_path
 
 
 def _recount(drive: Drive, path: str = "") -> Totals:
@@ -370,32 +370,32 @@ def _big_chunks(megabytes: int, fail_at: int | None = None) -> Iterator[bytes]:
         yield bytes([n % 251]) * (1 << 20)
 
 
-def _spools() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "drive-spool"]
+def _flushers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "drive-flush"]
 
 
 @pytest.mark.parametrize("fsync", [False, True])
-def test_a_big_file_is_written_by_the_spool_thread_whole(tmp_path: Path, fsync: bool) -> None:
-    """Past SPOOL_AFTER the writes (and periodic flushes) move to a thread of their own."""
+def test_a_big_file_is_stored_whole_with_its_blake3_etag(tmp_path: Path, fsync: bool) -> None:
+    """Past FLUSH_EVERY a fsyncing store flushes from a thread of its own as it writes."""
     drive = Drive(tmp_path / "drive", fsync=fsync)
-    megabytes = (SPOOL_AFTER >> 20) + 24
+    megabytes = 2 * (FLUSH_EVERY >> 20) + 24
     entry, created = drive.write("big.bin", _big_chunks(megabytes))
     expected = b"".join(_big_chunks(megabytes))
     assert created and entry.size == len(expected)
     assert (tmp_path / "drive" / "files" / "big.bin").read_bytes() == expected
-    assert entry.etag == '"' + hashlib.sha256(expected).hexdigest()[:40] + '"'
-    assert not _spools()
+    assert entry.etag == '"' + blake3.blake3(expected).hexdigest()[:40] + '"'
+    assert not _flushers()
 
 
 def test_a_big_body_that_fails_midway_leaves_nothing(tmp_path: Path) -> None:
-    drive = Drive(tmp_path / "drive", fsync=False)
+    drive = Drive(tmp_path / "drive", fsync=True)
     with pytest.raises(ConnectionError):
-        drive.write("cut.bin", _big_chunks(64, fail_at=(SPOOL_AFTER >> 20) + 8))
-    limit = SPOOL_AFTER + (4 << 20)  # over quota once the spool thread is writing
-    tight = Drive(tmp_path / "drive", fsync=False, quota=lambda: (limit, 0))
+        drive.write("cut.bin", _big_chunks(80, fail_at=(FLUSH_EVERY >> 20) + 8))
+    limit = FLUSH_EVERY + (4 << 20)  # over quota once the flush thread has started
+    tight = Drive(tmp_path / "drive", fsync=True, quota=lambda: (limit, 0))
     with pytest.raises(QuotaExceeded):
-        tight.write("over.bin", _big_chunks(64))
-    assert not _spools()
+        tight.write("over.bin", _big_chunks(80))
+    assert not _flushers()
     assert not list((tmp_path / "drive" / "files").glob(".*tmp"))
     with pytest.raises(NotFound):
         drive.stat("cut.bin")
