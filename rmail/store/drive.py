@@ -44,10 +44,11 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from types import MappingProxyType
+from typing import Any, BinaryIO, Final, NamedTuple
 
 import blake3
 
@@ -95,8 +96,14 @@ class Totals:
         return cls(int(data.get("files", 0)), int(data.get("dirs", 0)), int(data.get("bytes", 0)))
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+# The dead properties of an entry that has none (shared: read-only).
+NO_PROPS: Final[Mapping[str, str]] = MappingProxyType({})
+
+
+class Entry(NamedTuple):
+    """A file or folder as its folder's index lists it. A tuple: a listing builds one per
+    child with a single call (see _entry)."""
+
     name: str
     type: str  # "file" or "dir"
     size: int
@@ -104,7 +111,7 @@ class Entry:
     mtime: float
     content_type: str
     # Dead (client-set) properties: Clark name -> the property element as XML text.
-    props: dict[str, str] = field(default_factory=dict, compare=False)
+    props: Mapping[str, str] = NO_PROPS
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -477,7 +484,7 @@ class Drive:
         if_none_match: bool = False,
         size_hint: int | None = None,
         make_parents: bool = True,
-        props: dict[str, str] | None = None,
+        props: Mapping[str, str] | None = None,
     ) -> tuple[Entry, bool]:
         """Store a file from ``chunks`` (streamed to disk); returns its entry and whether it
         is new. Parents are created when missing. A replaced file keeps its dead properties
@@ -581,7 +588,7 @@ class Drive:
         return self._mkdir(parts, exist_ok=False)
 
     def _mkdir(
-        self, parts: list[str], *, exist_ok: bool, props: dict[str, str] | None = None
+        self, parts: list[str], *, exist_ok: bool, props: Mapping[str, str] | None = None
     ) -> Entry:
         parent = self._dir(parts[:-1])
         with self._chain(parts[:-1]):
@@ -830,13 +837,6 @@ def _chunks(f: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
-# The slots of Entry, set straight (see _entry).
-_ENTRY_SLOTS: Final = tuple(
-    Entry.__dict__[name].__set__
-    for name in ("name", "type", "size", "etag", "mtime", "content_type", "props")
-)
-
-
 # Bytes of a file written between two flushes when the store fsyncs (see _Flusher).
 FLUSH_EVERY: Final = 32 << 20
 
@@ -892,20 +892,25 @@ def _etag(digest: blake3.blake3) -> str:
 
 def _entry(name: str, child: dict[str, Any]) -> Entry:
     # Called for every child of a folder listed: no conversions of what the index holds
-    # (it is this module's own JSON), one dict lookup per field, and the frozen
-    # dataclass's slots set through their descriptors rather than by its __init__, which
-    # goes through object.__setattr__ for each field: 10,000 entries in 7 ms, not 12.
-    set_name, set_type, set_size, set_etag, set_mtime, set_type_of, set_props = _ENTRY_SLOTS
-    entry = object.__new__(Entry)
-    set_name(entry, name)
-    set_type(entry, child["type"])
-    set_size(entry, child.get("size", 0))
-    set_etag(entry, child.get("etag", ""))
-    set_mtime(entry, child.get("mtime", 0.0))
-    set_type_of(entry, child.get("content_type", ""))
+    # (it is this module's own JSON), one dict lookup per field, and the tuple made by one
+    # call rather than through the class's __new__ (10,000 entries in 3.5 ms; as a frozen
+    # dataclass, in 6.5 at best).
     props = child.get("props")
-    set_props(entry, dict(props) if props else {})
-    return entry
+    return _new_entry(
+        Entry,
+        (
+            name,
+            child["type"],
+            child.get("size", 0),
+            child.get("etag", ""),
+            child.get("mtime", 0.0),
+            child.get("content_type", ""),
+            dict(props) if props else NO_PROPS,
+        ),
+    )
+
+
+_new_entry: Final = tuple.__new__
 
 
 def _direct(child: dict[str, Any] | None) -> Totals:

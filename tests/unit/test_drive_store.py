@@ -251,8 +251,8 @@ def test_a_listing_kept_up_to_date_change_by_change_is_the_one_read_from_disk(
         assert _listed(drive, "d") == _listed(Drive(tmp_path, fsync=False), "d")
         assert _listed(other, "d") == _listed(drive, "d")
     now = {e.name: e for e in drive.listing("d")[0]}
-    # Children that did not change keep their entry objects (the web layer's fragments
-    # rely on it); changed ones are new.
+    # Children that did not change keep their entry objects (a listing after a change
+    # builds only the changed ones); changed ones are new.
     assert now["f12"] is next(e for e in kept if e.name == "f12")
     assert now["f05"] is not next(e for e in kept if e.name == "f05")
     _check_all(drive)

@@ -134,9 +134,8 @@ async def _get(
     body = services.rendered.get(key, version)
     if body is None:
         entries, own, total = await asyncio.to_thread(drive.listing, path)
-        fragments = services.fragments.of((str(drive.root), path, "json"))
         shown = "/" + "/".join(split_path(shown_path))
-        body = listing_json(shown, entries, own, total, fragments)
+        body = listing_json(shown, entries, own, total)
         services.rendered.put(key, version, body)
     return web.Response(body=body, content_type="application/json")
 

@@ -14,7 +14,7 @@ from typing import Final
 from aiohttp import web
 
 from rmail.errors import InvalidInput, NotFound
-from rmail.store.drive import Drive, Entry, split_path
+from rmail.store.drive import Drive, split_path
 from rmail.store.shares import Shares
 from rmail.web import davlocks
 from rmail.web.api import API
@@ -27,7 +27,6 @@ __all__ = [
     "DRIVES",
     "PREFIX",
     "DriveServices",
-    "Fragments",
     "RenderCache",
     "check_if",
     "drive_of",
@@ -67,44 +66,12 @@ class RenderCache:
         self._bytes += len(body)
 
 
-class Fragments:
-    """Each entry of a listing as rendered for one form of answer (JSON, or a multistatus
-    asking for given properties), by user, folder and form, with the entry it was rendered
-    from. The store keeps an entry object until that child changes, so a listing after a
-    change renders the changed entries only (a test of identity per entry)."""
-
-    def __init__(self, folders: int = 64, entries: int = 100_000) -> None:
-        # 100,000 multistatus entries are about 40 MB.
-        self._folders = folders
-        self._entries = entries
-        self._data: dict[tuple[str, ...], dict[str, tuple[Entry, str]]] = {}
-
-    def of(self, key: tuple[str, ...]) -> dict[str, tuple[Entry, str]]:
-        """The fragments of one folder and form (name -> (entry, text)), to read and fill."""
-        found = self._data.get(key)
-        if found is None:
-            size = sum(len(f) for f in self._data.values())
-            if len(self._data) >= self._folders or size > self._entries:
-                self._data.clear()
-            found = self._data[key] = {}
-        return found
-
-    @staticmethod
-    def trim(fragments: dict[str, tuple[Entry, str]], children: list[Entry]) -> None:
-        """Forget the fragments of children that are gone, once they are many."""
-        if len(fragments) > 2 * len(children) + 64:
-            current = {child.name for child in children}
-            for name in [name for name in fragments if name not in current]:
-                del fragments[name]
-
-
 @dataclass
 class DriveServices:
     shares: Shares
     drives: dict[str, Drive]
     locks: LockTable
     rendered: RenderCache = field(default_factory=RenderCache)
-    fragments: Fragments = field(default_factory=Fragments)
 
 
 DRIVES = web.AppKey("drives", DriveServices)
