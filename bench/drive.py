@@ -5,7 +5,7 @@ Run from the repository root::
     .venv/bin/python bench/drive.py                    # 512 MB file, 10,000-file folder
     .venv/bin/python bench/drive.py --quick            # 64 MB, 2,000 files (smoke test)
     .venv/bin/python bench/drive.py --no-fsync         # rmail with store.fsync false
-    .venv/bin/python bench/drive.py --only rmail --json /tmp/drive.json
+    .venv/bin/python bench/drive.py --only rmail bare --client curl --json /tmp/drive.json
 
 Servers (each in its own process on 127.0.0.1, started and stopped by this script):
 
@@ -17,6 +17,11 @@ Servers (each in its own process on 127.0.0.1, started and stopped by this scrip
    about 2 ms a file with fsync, but goes through the lock chain and an fsync each time).
 2. ``rclone``: ``rclone serve webdav`` (Debian's rclone) over a plain directory on the same
    disk, with a user and password, the same files.
+3. ``bare``: ``bench/bare_http.py``, the least a Python server can do for these transfers
+   with rmail's durable work (a BLAKE3 hash, a write and fsync, a rename, and ``sendfile``
+   for downloads); transfers only. Its figures show what curl, the kernel and the disk
+   allow on this machine, apart from what rmail adds: ``rmail / bare`` near 1 means the
+   rest of the gap to ``cp`` is not rmail's.
 
 Workload, the same for both: one PUT of a ``--size-mb`` file streamed from disk, one GET of
 it streamed to a file on the same disk, each ``--repeat`` times (best and worst shown), with
@@ -155,6 +160,29 @@ async def start_rclone(work: Path, args: argparse.Namespace) -> Server:
             return Server("rclone", f"http://{HOST}:{port}/", proc, log)
         await asyncio.sleep(0.05)
     raise RuntimeError("rclone serve did not listen in time")
+
+
+async def start_bare(work: Path, args: argparse.Namespace) -> Server:
+    port = free_port()
+    log = work / "bare.log"
+    extra = ["--no-fsync"] if args.no_fsync else []
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(REPO / "bench" / "bare_http.py"),
+            str(work / "bare"),
+            str(port),
+            *extra,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            socket.create_connection((HOST, port), timeout=0.2).close()
+            return Server("bare", f"http://{HOST}:{port}/", proc, log)
+        await asyncio.sleep(0.05)
+    raise RuntimeError("bench/bare_http.py did not listen in time")
 
 
 # -- measurements ------------------------------------------------------------------------
@@ -327,7 +355,8 @@ async def bench(server: Server, source: Path, work: Path, args: argparse.Namespa
     with RssSampler(server.proc.pid) as sampler:
         await transfers(server, source, work, args, figures)
     figures.rss_peak_mb = sampler.peak
-    await listings(server, figures)
+    if server.name != "bare":  # it serves files, not listings
+        await listings(server, figures)
     figures.cpu_s = cpu_of(server.proc.pid) - cpu0
     return figures
 
@@ -352,27 +381,36 @@ def report(
         f"{not args.no_fsync}; file {mb} MB, {args.repeat} runs (best-worst), listing of "
         f"{args.files:,} files (median of {LISTINGS}).",
         "",
-        "| operation | rmail | rclone serve webdav | limit (cp) | rmail / limit | rmail / rclone |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| operation | rmail | rclone serve webdav | bare server | limit (cp) | rmail / limit "
+        "| rmail / rclone | rmail / bare |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    r, c = results.get("rmail"), results.get("rclone")
+    r, c, b = results.get("rmail"), results.get("rclone"), results.get("bare")
     cp_rate = [mb / s for s in cp]
     verdicts = []
     for client in args.clients:
         for verb, attr in (("upload (PUT)", "upload_s"), ("download (GET)", "download_s")):
             label = f"{verb} MB/s, {client}"
-            rr = [mb / s for s in getattr(r, attr).get(client, [])] if r else []
-            cr = [mb / s for s in getattr(c, attr).get(client, [])] if c else []
+            rr, cr, br = (
+                [mb / s for s in getattr(f, attr).get(client, [])] if f else [] for f in (r, c, b)
+            )
             ratio = max(rr) / max(cp_rate) if rr else None
             vs = max(rr) / max(cr) if rr and cr else None
+            vs_bare = max(rr) / max(br) if rr and br else None
             out.append(
                 f"| {label} | {_range(rr) if rr else '-'} | {_range(cr) if cr else '-'} | "
-                f"{_range(cp_rate)} | {f'{ratio:.0%}' if ratio else '-'} | "
-                f"{f'{vs:.2f}x' if vs else '-'} |"
+                f"{_range(br) if br else '-'} | {_range(cp_rate)} | "
+                f"{f'{ratio:.0%}' if ratio else '-'} | {f'{vs:.2f}x' if vs else '-'} | "
+                f"{f'{vs_bare:.2f}x' if vs_bare else '-'} |"
             )
             if ratio is not None and client == "curl":  # the target is for a real client
                 ok = ratio >= TARGET_RATIO
                 verdicts.append(f"{label}: {ratio:.0%} of cp: {'met' if ok else '**missed**'}")
+            if br and client == "curl":
+                verdicts.append(
+                    f"{label}: the bare server reaches {max(br) / max(cp_rate):.0%} of cp "
+                    "with the same client (what curl and the kernel leave to any server)"
+                )
     labels = list(dict.fromkeys([*(r.list_ms if r else {}), *(c.list_ms if c else {})]))
     for label in labels:
         rv = r.list_ms.get(label) if r else None
@@ -380,19 +418,17 @@ def report(
         vs = f"{rv / cv:.2f}x" if rv and cv else "-"
         out.append(
             f"| list {args.files:,} files, {label}, ms | {f'{rv:.1f}' if rv else '-'} | "
-            f"{f'{cv:.1f}' if cv else '-'} | | | {vs} |"
+            f"{f'{cv:.1f}' if cv else '-'} | | | | {vs} | |"
         )
         if rv is not None:
             ok = rv <= TARGET_LIST_MS
             verdicts.append(f"listing ({label}): {rv:.1f} ms: {'met' if ok else '**missed**'}")
     for name, f in results.items():
-        out.append(
-            f"| {name} RSS MB before / peak during transfers | {f.rss_before_mb:.0f} / "
-            f"{f.rss_peak_mb:.0f} | | | | |"
-            if name == "rmail"
-            else f"| {name} RSS MB before / peak during transfers | | {f.rss_before_mb:.0f} / "
-            f"{f.rss_peak_mb:.0f} | | | |"
+        cells = ["", "", "", "", "", "", ""]
+        cells[("rmail", "rclone", "bare").index(name)] = (
+            f"{f.rss_before_mb:.0f} / {f.rss_peak_mb:.0f}"
         )
+        out.append(f"| {name} RSS MB before / peak during transfers | {' | '.join(cells)} |")
     out.append("")
     out.append(
         f"- targets: transfers >= {TARGET_RATIO:.0%} of cp, listing <= {TARGET_LIST_MS:.0f} ms"
@@ -416,7 +452,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=2, help="runs of each transfer")
     parser.add_argument("--quick", action="store_true", help="64 MB and 2,000 files")
     parser.add_argument("--no-fsync", action="store_true", help="rmail with store.fsync false")
-    parser.add_argument("--only", choices=("rmail", "rclone"), help="run one server")
+    parser.add_argument(
+        "--only", nargs="+", choices=("rmail", "rclone", "bare"), help="run these servers only"
+    )
     parser.add_argument(
         "--client",
         choices=("curl", "aiohttp", "both"),
@@ -453,8 +491,9 @@ async def main_async(args: argparse.Namespace) -> int:
             "work": str(work),
         }
         servers_cpu = 0.0
-        for name, start in (("rmail", start_rmail), ("rclone", start_rclone)):
-            if args.only and args.only != name:
+        starts = (("rmail", start_rmail), ("rclone", start_rclone), ("bare", start_bare))
+        for name, start in starts:
+            if (args.only and name not in args.only) or (name == "bare" and not args.clients):
                 continue
             say(f"{name}: starting")
             server = await start(work, args)
