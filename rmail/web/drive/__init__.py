@@ -54,7 +54,7 @@ from rmail.web.drive.listing import listing_json
 from rmail.web.drive.lock import lock, unlock
 from rmail.web.drive.propfind import propfind
 from rmail.web.drive.proppatch import proppatch
-from rmail.web.drive.stream import pump, read_piece
+from rmail.web.drive.stream import pump, read_piece, wide_reads
 from rmail.web.http import ApiError, field, json_body
 
 __all__ = ["setup"]
@@ -161,16 +161,17 @@ async def _put(
     try:
         # What has arrived, as it arrives: joining it into bigger blocks, here or in the
         # writer, cost more CPU (docs/performance.md, Drive).
-        entry, created = await pump(
-            functools.partial(read_piece, request.content),
-            lambda chunks: drive.write(
-                path,
-                chunks,
-                if_match=if_match,
-                if_none_match=if_none_match,
-                size_hint=request.content_length,
-            ),
-        )
+        with wide_reads(request.transport):
+            entry, created = await pump(
+                functools.partial(read_piece, request.content),
+                lambda chunks: drive.write(
+                    path,
+                    chunks,
+                    if_match=if_match,
+                    if_none_match=if_none_match,
+                    size_hint=request.content_length,
+                ),
+            )
     except AlreadyExists:
         raise ApiError(412, "the file exists (If-None-Match: *)") from None
     except PreconditionFailedError as exc:
