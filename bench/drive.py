@@ -144,35 +144,31 @@ async def start_rclone(work: Path, args: argparse.Namespace) -> Server:
     (root / "many").mkdir(parents=True)
     for i in range(args.files):
         (root / "many" / f"file-{i:05d}.txt").write_bytes(b"x" * 100)
-    port = free_port()
-    log = work / "rclone.log"
-    with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            *(rclone, "serve", "webdav", str(root), "--addr", f"{HOST}:{port}"),
-            *("--user", USER, "--pass", PASSWORD, "--config", str(work / "rclone.conf")),
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            socket.create_connection((HOST, port), timeout=0.2).close()
-            return Server("rclone", f"http://{HOST}:{port}/", proc, log)
-        await asyncio.sleep(0.05)
-    raise RuntimeError("rclone serve did not listen in time")
+    return await start_listening(
+        "rclone",
+        work,
+        rclone,
+        *("serve", "webdav", str(root), "--addr", f"{HOST}:{{port}}"),
+        *("--user", USER, "--pass", PASSWORD, "--config", str(work / "rclone.conf")),
+    )
 
 
 async def start_bare(work: Path, args: argparse.Namespace) -> Server:
-    port = free_port()
-    log = work / "bare.log"
     extra = ["--no-fsync"] if args.no_fsync else []
+    script = str(REPO / "bench" / "bare_http.py")
+    return await start_listening(
+        "bare", work, sys.executable, script, str(work / "bare"), "{port}", *extra
+    )
+
+
+async def start_listening(name: str, work: Path, *command: str) -> Server:
+    """Start ``command`` (``{port}`` in an argument becomes a free port) with its output in
+    ``work/NAME.log``; returns once it accepts connections on 127.0.0.1."""
+    port = free_port()
+    log = work / f"{name}.log"
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(REPO / "bench" / "bare_http.py"),
-            str(work / "bare"),
-            str(port),
-            *extra,
+            *(arg.replace("{port}", str(port)) for arg in command),
             stdout=out,
             stderr=asyncio.subprocess.STDOUT,
         )
@@ -180,9 +176,9 @@ async def start_bare(work: Path, args: argparse.Namespace) -> Server:
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError):
             socket.create_connection((HOST, port), timeout=0.2).close()
-            return Server("bare", f"http://{HOST}:{port}/", proc, log)
+            return Server(name, f"http://{HOST}:{port}/", proc, log)
         await asyncio.sleep(0.05)
-    raise RuntimeError("bench/bare_http.py did not listen in time")
+    raise RuntimeError(f"{name} did not listen on port {port} in time")
 
 
 # -- measurements ------------------------------------------------------------------------
