@@ -3,9 +3,9 @@
 The loop keeps reading the body while the thread hashes and writes what came before: a
 bounded queue of chunks between them (at most ``QUEUE_CHUNKS`` chunks, each a piece as
 the socket delivered it, up to 1 MB under :func:`wide_reads`: 16 MB per upload at most,
-never the whole body). Reading only when the thread asks for the next block, as the drive did before,
-leaves the socket idle while the thread works (aiohttp stops reading a request at 128 KB
-buffered), so the two never overlap.
+never the whole body). Reading only when the thread asks for the next block, as the drive
+did before, leaves the socket idle while the thread works (aiohttp stops reading a request
+at 128 KB buffered), so the two never overlap.
 
 Either side may stop: a writer that fails (quota, precondition) stops the reader at once
 and its exception is raised; a reader that fails (the client went away) makes the writer's
