@@ -502,17 +502,9 @@ class Scheduling:
         _, info = parse_calendar(data)
         # The index keys objects by UID, unique in a collection; the Inbox holds several
         # messages about one event, so each is indexed under its own name.
-        inbox.put(
-            name,
-            data,
-            uid=name,
-            component=info.component,
-            start=info.start,
-            end=info.end,
-            recurring=info.recurring,
-            simple=info.simple,
-            if_none_match=True,
-        )
+        fields = info.index_fields
+        fields["uid"] = name
+        inbox.put(name, data, **fields, if_none_match=True)
         # Nobody empties the Inbox of a user who reads invitations only in their mail: the
         # oldest messages go (names start with the time they came).
         names = sorted(m.name for m in inbox.objects())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -263,8 +264,6 @@ async def test_share_expiry_revocation_and_owner_only_management(
 async def test_concurrent_uploads_keep_totals_exact(
     http: aiohttp.ClientSession, drive_server: ApiServer
 ) -> None:
-    import asyncio
-
     s = drive_server
 
     async def upload(n: int) -> int:
@@ -318,18 +317,24 @@ async def test_an_upload_over_quota_without_a_length_stops_with_413(
     assert listing["children"] == []
 
 
+async def _raw_put(
+    server: ApiServer, who: tuple[str, str], path: str, length: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that has sent the head of a PUT announcing ``length`` bytes, no body."""
+    port = server.server.ports["http"]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    auth = _basic(who)["Authorization"]
+    writer.write(
+        f"PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
+        f"Content-Length: {length}\r\n\r\n".encode()
+    )
+    return reader, writer
+
+
 async def test_an_upload_cut_off_by_the_client_leaves_nothing_behind(
     http: aiohttp.ClientSession, drive_server: ApiServer
 ) -> None:
-    import asyncio
-
-    port = drive_server.server.ports["http"]
-    _, writer = await asyncio.open_connection("127.0.0.1", port)
-    auth = _basic(ALICE)["Authorization"]
-    writer.write(
-        f"PUT /drive/cut/partial.bin HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
-        f"Content-Length: {10 * 1024 * 1024}\r\n\r\n".encode()
-    )
+    _, writer = await _raw_put(drive_server, ALICE, "/drive/cut/partial.bin", 10 * 1024 * 1024)
     writer.write(b"p" * (2 * 1024 * 1024))
     await writer.drain()
     deadline = time.monotonic() + 10
@@ -348,15 +353,7 @@ async def test_an_upload_cut_off_by_the_client_leaves_nothing_behind(
 async def test_an_upload_refused_while_the_client_still_sends_is_answered_at_once(
     drive_server: ApiServer,
 ) -> None:
-    import asyncio
-
-    port = drive_server.server.ports["http"]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    auth = _basic(BOB)["Authorization"]
-    writer.write(
-        f"PUT /drive/stalled.bin HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
-        f"Content-Length: {4 * 1024 * 1024}\r\n\r\n".encode()
-    )
+    reader, writer = await _raw_put(drive_server, BOB, "/drive/stalled.bin", 4 * 1024 * 1024)
     writer.write(b"s" * 1000)  # then nothing more: the answer must not wait for the rest
     await writer.drain()
     status_line = await asyncio.wait_for(reader.readline(), 10)

@@ -142,9 +142,10 @@ def _dispatcher(bus: EventBus) -> WebhookDispatcher:
     return WebhookDispatcher(Config(), store, bus)
 
 
-async def test_events_waiting_together_are_prepared_in_one_thread_trip() -> None:
-    bus = EventBus()
-    dispatcher = _dispatcher(bus)
+def _count_trips(
+    dispatcher: WebhookDispatcher, bus: EventBus
+) -> tuple[list[list[Event]], asyncio.Event]:
+    """Make the dispatcher record each batch it would prepare in a thread, instead."""
     batches: list[list[Event]] = []
     seen = asyncio.Event()
 
@@ -155,13 +156,24 @@ async def test_events_waiting_together_are_prepared_in_one_thread_trip() -> None
 
     dispatcher._prepare_many = prepare_many  # type: ignore[method-assign]  # count the trips
     dispatcher._sub = bus.subscribe_all()
-    for uid in range(1, 6):
-        bus.publish(MessageAdded("a@b.test", "INBOX", uid))
+    return batches, seen
+
+
+async def _run_until(dispatcher: WebhookDispatcher, seen: asyncio.Event) -> None:
     task = asyncio.create_task(dispatcher._run())
     try:
         await asyncio.wait_for(seen.wait(), 5)
     finally:
         task.cancel()
+
+
+async def test_events_waiting_together_are_prepared_in_one_thread_trip() -> None:
+    bus = EventBus()
+    dispatcher = _dispatcher(bus)
+    batches, seen = _count_trips(dispatcher, bus)
+    for uid in range(1, 6):
+        bus.publish(MessageAdded("a@b.test", "INBOX", uid))
+    await _run_until(dispatcher, seen)
     assert [[e.uid for e in batch if isinstance(e, MessageAdded)] for batch in batches] == [
         [1, 2, 3, 4, 5]
     ]
@@ -185,22 +197,9 @@ def test_an_event_that_fails_to_prepare_does_not_cost_the_others_theirs() -> Non
 async def test_events_of_users_known_to_have_no_hooks_make_no_thread_trip() -> None:
     bus = EventBus()
     dispatcher = _dispatcher(bus)
-    batches: list[list[Event]] = []
-    seen = asyncio.Event()
-
-    def prepare_many(events: list[Event]) -> list[Any]:
-        batches.append(events)
-        seen.set()
-        return []
-
-    dispatcher._prepare_many = prepare_many  # type: ignore[method-assign]  # count the trips
-    dispatcher._sub = bus.subscribe_all()
+    batches, seen = _count_trips(dispatcher, bus)
     for uid in range(1, 4):
         bus.publish(MessageAdded("quiet@b.test", "INBOX", uid))
     bus.publish(MessageAdded("a@b.test", "INBOX", 9))
-    task = asyncio.create_task(dispatcher._run())
-    try:
-        await asyncio.wait_for(seen.wait(), 5)
-    finally:
-        task.cancel()
+    await _run_until(dispatcher, seen)
     assert [[e.address for e in batch] for batch in batches] == [["a@b.test"]]
